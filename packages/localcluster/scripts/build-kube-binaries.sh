@@ -15,7 +15,9 @@ if [ "${gominor:-0}" -lt 24 ]; then echo "build-kube-binaries: Go >= 1.24 is nee
 
 KUBE_VERSION="$(awk '$1=="k8s.io/kubernetes"{print $2}' "$here/go/kube/go.mod")"
 COREDNS_VERSION="$(awk '$1=="github.com/coredns/coredns"{print $2}' "$here/go/coredns/go.mod")"
-key="$(cat "$here"/go/kube/go.{mod,sum} "$here"/go/coredns/go.{mod,sum} "$0" | sha256sum | cut -c1-12)"
+# Bump when the build itself changes (flags, the binary list) so caches are rebuilt.
+BUILD_REVISION=1
+key="$( (cat "$here"/go/kube/go.{mod,sum} "$here"/go/coredns/go.{mod,sum}; echo "$BUILD_REVISION") | sha256sum | cut -c1-12)"
 out="$cache/kube/$KUBE_VERSION-$key"
 minor="$(echo "$KUBE_VERSION" | cut -d. -f2)"
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 \
@@ -24,7 +26,7 @@ ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.
 
 build() { # name module-dir package [ldflags]
   local name="$1" dir="$2" pkg="$3" flags="${4:-}"
-  if [ -x "$out/$name" ]; then echo "[kube-binaries] $name: cached"; return; fi
+  if [ -x "$out/$name" ]; then return; fi
   local t0=$SECONDS
   echo "[kube-binaries] building $name ($pkg) ..."
   (cd "$here/go/$dir" && go build -trimpath -ldflags "$flags" -o "$out/$name.tmp" "$pkg")
@@ -33,13 +35,17 @@ build() { # name module-dir package [ldflags]
 }
 
 mkdir -p "$out"
-# Progress for long cold builds: a line a minute so CI logs show the build is alive.
-( while sleep 60; do echo "[kube-binaries] still building ... ($(date +%H:%M:%S))"; done ) & ticker=$!
+# Progress for long cold builds: a line a minute so CI logs show the build is alive. Its sleep holds no
+# inherited output, so nothing keeps a caller's pipe open once the script has exited.
+( while sleep 60 </dev/null >/dev/null 2>&1; do echo "[kube-binaries] still building ... ($(date +%H:%M:%S))"; done ) & ticker=$!
 trap 'kill $ticker 2>/dev/null || true' EXIT
 build etcd kube go.etcd.io/etcd/server/v3 "-s -w"
 build kube-apiserver kube k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
 build kube-controller-manager kube k8s.io/kubernetes/cmd/kube-controller-manager "$ldflags"
 build kube-scheduler kube k8s.io/kubernetes/cmd/kube-scheduler "$ldflags"
 build kube-proxy kube k8s.io/kubernetes/cmd/kube-proxy "$ldflags"
+build kubectl kube k8s.io/kubernetes/cmd/kubectl "$ldflags"
 build coredns coredns github.com/coredns/coredns "-s -w"
+# Older builds (other pins) are dead weight: keep only this one.
+find "$cache/kube" -mindepth 1 -maxdepth 1 -type d ! -name "$(basename "$out")" -exec rm -rf {} +
 echo "$out"

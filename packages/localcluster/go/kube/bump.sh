@@ -13,7 +13,8 @@ for m in $(grep -E '=> \./staging/src/k8s.io/' "$MOD" | awk '{print $1}' | sort 
   go mod edit -replace="${m}=${m}@v0.${MINOR}.${PATCH}"
 done
 for t in k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-         k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy go.etcd.io/etcd/server/v3; do
+         k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl \
+         go.etcd.io/etcd/server/v3; do
   go mod edit -tool="$t"
 done
 go mod tidy

@@ -1,0 +1,6 @@
+// @ambit/localcluster: a real Kubernetes control plane plus nodes made of network namespaces.
+export { up, down, status, adminApi, dnsAnswers, leftovers, validateNodeCount, type ClusterInfo, type Status } from "./cluster.js";
+export { Api, ApiError, waitFor, targetFromKubeconfig } from "./api.js";
+export { attachPod, detachPod, createNetns, deleteNetns, netnsExists } from "./network.js";
+export * from "./layout.js";
+export { ensureBinaries } from "./binaries.js";
