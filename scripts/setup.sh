@@ -30,3 +30,8 @@ if [ "$(cat node_modules/.ambit-lock-hash 2>/dev/null)" != "$lock_hash" ]; then
 else
   step "npm packages up to date"
 fi
+
+# --- Kubernetes binaries for the local cluster (built once from the Go module proxy; ~15 min cold) -----
+command -v go >/dev/null || { echo "[setup] Go >= 1.24 is needed to build the local cluster's Kubernetes binaries" >&2; exit 1; }
+step "Kubernetes binaries"
+bash packages/localcluster/scripts/build-kube-binaries.sh | tail -1
