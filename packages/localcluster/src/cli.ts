@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { adminApi, down, status, up } from "./cluster.js";
 import { netnsPath, nodeIndex, nodeNetns, paths, podNetns } from "./layout.js";
-import { execInNetns } from "./run.js";
+import { execIn, execInNetns } from "./run.js";
 import { loadState } from "./state.js";
 
 const USAGE = `usage: ambit-local <command>
@@ -13,7 +13,7 @@ const USAGE = `usage: ambit-local <command>
   down                      remove everything the cluster made (processes, namespaces, files)
   status                    show the cluster's processes and nodes
   kubeconfig                print the admin kubeconfig path
-  exec <ns>/<pod> -- cmd…   run a command inside the pod's network namespace
+  exec <ns>/<pod> [-c name] -- cmd…  run a command in a pod's container (its network, mounts, host name)
   logs <ns>/<pod> [-c name] print a pod's container logs
 `;
 
@@ -34,6 +34,18 @@ async function getPod(arg: string | undefined): Promise<PodInfo> {
   const ref = podRef(arg);
   if (!loadState()) throw new Error("no local cluster is up (run: ambit-local up)");
   return adminApi().get<PodInfo>(`/api/v1/namespaces/${ref.namespace}/pods/${ref.name}`);
+}
+
+function podDir(pod: PodInfo): string {
+  return join(paths.nodeRoot(pod.spec.nodeName ?? ""), "pods", `${pod.metadata.namespace}_${pod.metadata.name}_${pod.metadata.uid}`);
+}
+
+function readFileOr(file: string): string | null {
+  try {
+    return readFileSync(file, "utf8").trim();
+  } catch {
+    return null;
+  }
 }
 
 function requireUp(): void {
@@ -68,18 +80,28 @@ async function main(argv: string[]): Promise<number> {
       console.log(paths.adminKubeconfig());
       return 0;
     case "exec": {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { container: { type: "string", short: "c" } } });
       const sep = rest.indexOf("--");
-      if (sep !== 1 || rest.length < 3) throw new UsageError("usage: ambit-local exec <ns>/<pod> -- command [args…]");
-      const pod = await getPod(rest[0]);
-      if (!pod.spec.nodeName) throw new Error(`pod ${rest[0]} is not scheduled yet`);
+      if (sep < 0 || positionals.length < 2) throw new UsageError("usage: ambit-local exec <ns>/<pod> [-c container] -- command [args…]");
+      const pod = await getPod(positionals[0]);
+      const argv = rest.slice(sep + 1);
+      // Enter the running container's namespaces (network, mounts, host name), as kubectl exec does.
+      const dir = podDir(pod);
+      const names = values.container ? [values.container] : (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".pid")).map((f) => f.slice(0, -4)).sort() : []);
+      for (const name of names) {
+        const pid = readFileOr(join(dir, `${name}.pid`));
+        if (pid && existsSync(`/proc/${pid}`)) return execIn(["nsenter", "--target", pid, "--net", "--mount", "--uts", "--", ...argv]);
+      }
+      if (values.container) throw new Error(`pod ${positionals[0]} has no running container "${values.container}"`);
+      if (!pod.spec.nodeName) throw new Error(`pod ${positionals[0]} is not scheduled yet`);
       const netns = pod.spec.hostNetwork ? nodeNetns(nodeIndex(pod.spec.nodeName)) : podNetns(pod.metadata.uid);
-      if (!existsSync(netnsPath(netns))) throw new Error(`pod ${rest[0]} has no network namespace on this machine (is it running?)`);
-      return execInNetns(netns, rest.slice(2));
+      if (!existsSync(netnsPath(netns))) throw new Error(`pod ${positionals[0]} has no network namespace on this machine (is it running?)`);
+      return execInNetns(netns, argv);
     }
     case "logs": {
       const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { container: { type: "string", short: "c" } } });
       const pod = await getPod(positionals[0]);
-      const dir = join(paths.nodeRoot(pod.spec.nodeName ?? ""), "pods", `${pod.metadata.namespace}_${pod.metadata.name}_${pod.metadata.uid}`);
+      const dir = podDir(pod);
       const logs = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".log")).sort() : [];
       if (!logs.length) throw new Error(`no logs for pod ${positionals[0]} (it has not run on this cluster)`);
       const pick = values.container ? logs.filter((f) => f === `${values.container}.log`) : logs;

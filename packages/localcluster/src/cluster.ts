@@ -1,5 +1,5 @@
 // ambit-local's operations: bring the cluster up, tear it down (also after a crash), report its status.
-import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Api, targetFromKubeconfig, waitFor } from "./api.js";
@@ -84,7 +84,10 @@ export async function up(opts: UpOptions): Promise<ClusterInfo> {
   await createDnsObjects(api);
   for (let i = 1; i <= nodes; i++) {
     startKubeProxy(bin, i, log);
-    log.process(startProcess({ name: `node-agent-${nodeName(i)}`, owner, command: process.execPath, args: [cliScript, "node-agent", nodeName(i)] }));
+    log.process(startProcess({
+      name: `node-agent-${nodeName(i)}`, owner, command: process.execPath, args: [cliScript, "node-agent", nodeName(i)],
+      env: { AMBIT_LOCAL_COREDNS: join(bin, "coredns") },
+    }));
   }
   await startCoreDns(bin, log);
   step("control plane, kube-proxy, node agents and CoreDNS started; waiting for nodes and DNS");
@@ -129,14 +132,33 @@ export async function down(): Promise<void> {
   await stopProcesses([...pids], 1000); // the cluster is being thrown away: no need for long graceful shutdowns
   // Processes that escaped the tags (none should) still die with their netns.
   for (const ns of new Set([...(state?.netns ?? []), ...leftovers()])) await deleteNetns(ns);
+  removeMountPoints();
   const dir = stateDir();
-  for (const entry of ["state.json", "state.json.tmp", "pki", "logs", "etcd", "kubeconfigs", "nodes", "coredns", "admin.kubeconfig"]) {
+  for (const entry of ["state.json", "mountpoints", "state.json.tmp", "pki", "logs", "etcd", "kubeconfigs", "nodes", "coredns", "admin.kubeconfig"]) {
     rmSync(join(dir, entry), { recursive: true, force: true });
   }
   try {
     rmdirSync(dir);
   } catch {
     // not empty (someone else's files) or already gone
+  }
+}
+
+/** Removes the host directories and files made as pod mount points, deepest first, if still empty. */
+function removeMountPoints(): void {
+  let list: string[];
+  try {
+    list = readFileSync(paths.mountPoints(), "utf8").split("\n").filter(Boolean);
+  } catch {
+    return;
+  }
+  for (const p of [...new Set(list)].sort((a, b) => b.split("/").length - a.split("/").length)) {
+    try {
+      if (statSync(p).isDirectory()) rmdirSync(p);
+      else if (statSync(p).size === 0) rmSync(p);
+    } catch {
+      // gone, or no longer empty: someone else's now
+    }
   }
 }
 

@@ -60,6 +60,8 @@ export const paths = {
   etcd: () => join(stateDir(), "etcd"),
   adminKubeconfig: () => join(stateDir(), "admin.kubeconfig"),
   kubeconfig: (user: string) => join(stateDir(), "kubeconfigs", `${user}.kubeconfig`),
+  /** Host directories (and files) created as mount points for pods' volumes, one per line. */
+  mountPoints: () => join(stateDir(), "mountpoints"),
   /** A node's own "host" filesystem root (hostPath volumes, CNI dirs, /var/run/ztunnel …). */
   nodeRoot: (node: string) => join(stateDir(), "nodes", node),
 };

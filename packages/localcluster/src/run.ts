@@ -29,8 +29,13 @@ export function ip(...args: string[]): Promise<string> {
 
 /** Runs a command inside a named network namespace, inheriting stdio (for `ambit-local exec`). */
 export function execInNetns(netns: string, argv: string[]): Promise<number> {
+  return execIn(["ip", "netns", "exec", netns, ...argv]);
+}
+
+/** Runs argv with inherited stdio; resolves with its exit code. */
+export function execIn(argv: string[]): Promise<number> {
   return new Promise((resolve, reject) => {
-    const child = spawn("ip", ["netns", "exec", netns, ...argv], { stdio: "inherit" });
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: "inherit" });
     child.on("error", reject);
     child.on("exit", (code, signal) => resolve(code ?? (signal ? 128 : 1)));
   });

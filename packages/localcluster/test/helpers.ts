@@ -55,3 +55,18 @@ export async function snapshot(): Promise<HostSnapshot> {
     clusterProcesses,
   };
 }
+
+/** The cluster's kubectl (built with the other binaries) against the admin kubeconfig. */
+export async function kubectl(args: string[], input?: string): Promise<string> {
+  const { loadState } = await import("../src/state.js");
+  const { paths } = await import("../src/layout.js");
+  const bin = join(loadState()!.binDir!, "kubectl");
+  return run(bin, ["--kubeconfig", paths.adminKubeconfig(), ...args], { ...(input !== undefined ? { input } : {}), timeoutMs: 120_000 });
+}
+
+/** `ambit-local exec`, returning stdout (rejects on a non-zero exit). */
+export async function podExec(pod: string, ...argv: string[]): Promise<string> {
+  const res = await cli("exec", pod, "--", ...argv);
+  if (res.code !== 0) throw new Error(`exec in ${pod} failed (${res.code}): ${res.stderr}`);
+  return res.stdout;
+}
