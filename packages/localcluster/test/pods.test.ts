@@ -258,6 +258,47 @@ spec:
     expect(await podNetnsNames()).not.toContain(`ambit-pod-${uid}`);
   });
 
+  it("kills a container that ignores SIGTERM once the grace period is over", async () => {
+    await apply(`
+apiVersion: v1
+kind: Pod
+metadata: {name: stubborn}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: main, image: ambit/host, command: [sh, -c, "trap '' TERM; while true; do sleep 0.1; done"]}]
+`);
+    await waitFor("stubborn Ready", async () => ready(await pod("stubborn")), 60_000, 250);
+    const t0 = Date.now();
+    await kubectl(["delete", "-n", NS, "pod/stubborn", "--wait=true"]);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+  });
+
+  it("runs init containers in order before the containers, and gates readiness on an exec probe", async () => {
+    await apply(`
+apiVersion: v1
+kind: Pod
+metadata: {name: staged}
+spec:
+  volumes: [{name: work, emptyDir: {}}]
+  initContainers:
+  - {name: first, image: ambit/host, command: [sh, -c, "echo first >> /work/order"], volumeMounts: [{name: work, mountPath: /work}]}
+  - {name: second, image: ambit/host, command: [sh, -c, "echo second >> /work/order"], volumeMounts: [{name: work, mountPath: /work}]}
+  containers:
+  - name: main
+    image: ambit/host
+    command: [sh, -c, "cat /work/order; sleep infinity"]
+    volumeMounts: [{name: work, mountPath: /work}]
+    readinessProbe: {exec: {command: [test, -f, /work/ready]}, periodSeconds: 1}
+`);
+    await waitFor("main running", async () => (await pod("staged")).status.containerStatuses?.[0]?.state["running"] !== undefined, 60_000, 250);
+    expect((await cli("logs", `${NS}/staged`, "-c", "main")).stdout).toBe("first\nsecond\n");
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(ready(await pod("staged"))).toBe(false);
+    await podExec(`${NS}/staged`, "-c", "main", "touch", "/work/ready");
+    await waitFor("staged Ready", async () => ready(await pod("staged")), 30_000, 250);
+  });
+
   it("reports an unknown image as ErrImagePull, with an Event", async () => {
     await apply(`
 apiVersion: v1

@@ -6,6 +6,9 @@ import { decodeAck, decodeHello, decodeRequest, encodeAck, encodeHello, encodeRe
 import { ld, msg, packed, str, vint } from "./wire.js";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+// Decoded nested messages are typed as optional "properties"; in these tests every field is present.
+type Deep<T> = T extends Uint8Array ? Uint8Array : T extends (infer E)[] ? Deep<E>[] : T extends object ? { [K in keyof T]-?: Deep<NonNullable<T[K]>> } : T;
+const deep = <T>(v: T) => v as Deep<NonNullable<T>>;
 const W = istio.workload;
 const S = istio.security;
 
@@ -87,7 +90,7 @@ describe("golden bytes: istio.workload.Address", () => {
   it("decodes a Workload written from the field table", () => {
     const a = W.Address.decode(addressWorkload);
     expect(a.type).toBe("workload");
-    const w = a.workload!;
+    const w = deep(a.workload);
     expect(w.uid).toBe("Kubernetes//Pod/default/echo-1");
     expect(w.name).toBe("echo-1");
     expect(w.namespace).toBe("default");
@@ -134,7 +137,7 @@ describe("golden bytes: istio.workload.Address", () => {
   it("decodes and re-encodes a Service", () => {
     const a = W.Address.decode(addressService);
     expect(a.type).toBe("service");
-    const s = a.service!;
+    const s = deep(a.service);
     expect([s.name, s.namespace, s.hostname]).toEqual(["echo", "default", "echo.default.svc.cluster.local"]);
     expect(s.addresses.map((x) => [x.network, hex(x.address), x.length ?? null])).toEqual([
       ["", "0a60000a", null],
@@ -158,7 +161,8 @@ describe("golden bytes: istio.workload.Address", () => {
 
 describe("golden bytes: istio.security.Authorization", () => {
   it("decodes every Match field and re-encodes to the same bytes", () => {
-    const p = S.Authorization.decode(authorization);
+    const decoded = S.Authorization.decode(authorization);
+    const p = deep(decoded);
     expect([p.name, p.namespace, p.scope, p.action, p.dry_run]).toEqual(["allow-client", "default", S.Scope.WORKLOAD_SELECTOR, S.Action.DENY, true]);
     expect(p.rules).toHaveLength(2);
     const m = p.rules[0]!.clauses[0]!.matches[0]!;
@@ -176,7 +180,7 @@ describe("golden bytes: istio.security.Authorization", () => {
     expect(m.not_service_accounts.map((s) => [s.namespace, s.serviceAccount])).toEqual([["other", "bad"]]);
     expect(p.rules[1]!.clauses).toHaveLength(1);
     expect(p.rules[1]!.clauses[0]!.matches).toHaveLength(0);
-    expect(hex(S.Authorization.encode(p).finish())).toBe(hex(authorization));
+    expect(hex(S.Authorization.encode(decoded).finish())).toBe(hex(authorization));
   });
 });
 
@@ -225,7 +229,7 @@ describe("golden bytes: delta ADS and CA envelopes", () => {
     );
     const r = envoy.service.discovery.v3.DeltaDiscoveryRequest.decode(golden);
     expect(r.node?.id).toMatch(/^ztunnel~/);
-    expect(r.node?.metadata?.fields["NODE_NAME"]?.string_value).toBe("node-1");
+    expect(r.node?.metadata?.fields?.["NODE_NAME"]?.string_value).toBe("node-1");
     expect(r.initial_resource_versions).toEqual({ "Kubernetes//Pod/default/echo-1": "v7" });
     expect(r.error_detail?.message).toBe("default/x: bad");
     expect(hex(envoy.service.discovery.v3.DeltaDiscoveryRequest.encode(r).finish())).toBe(hex(golden));
@@ -241,7 +245,7 @@ describe("golden bytes: delta ADS and CA envelopes", () => {
     );
     const r = envoy.service.discovery.v3.DeltaDiscoveryResponse.decode(golden);
     expect(r.resources[0]?.aliases).toEqual(["/10.0.0.5"]);
-    expect(istio.workload.Address.decode(r.resources[0]!.resource!.value).workload?.uid).toBe("u");
+    expect(istio.workload.Address.decode(r.resources[0]!.resource!.value!).workload?.uid).toBe("u");
     expect(r.removed_resources).toEqual(["gone"]);
     expect(hex(envoy.service.discovery.v3.DeltaDiscoveryResponse.encode(r).finish())).toBe(hex(golden));
   });
@@ -254,7 +258,7 @@ describe("golden bytes: delta ADS and CA envelopes", () => {
     );
     const r = istio.v1.auth.IstioCertificateRequest.decode(golden);
     expect(Number(r.validity_duration)).toBe(86400);
-    expect(r.metadata?.fields["ImpersonatedIdentity"]?.string_value).toBe("spiffe://cluster.local/ns/default/sa/echo");
+    expect(r.metadata?.fields?.["ImpersonatedIdentity"]?.string_value).toBe("spiffe://cluster.local/ns/default/sa/echo");
     expect(hex(istio.v1.auth.IstioCertificateRequest.encode(r).finish())).toBe(hex(golden));
     expect(google.protobuf.Struct).toBeDefined();
   });

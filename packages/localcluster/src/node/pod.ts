@@ -249,7 +249,7 @@ export class PodWorker {
 
   private startProbes(spec: V1Container, c: Container): void {
     const target = () => ({
-      podIp: this.podIp!, nodeNetns: netnsPath(nodeNetns(this.ctx.node)), containerNetns: this.netns, ports: spec.ports ?? [], env: c.spec.env,
+      podIp: this.podIp!, nodeNetns: netnsPath(nodeNetns(this.ctx.node)), pid: c.pid, ports: spec.ports ?? [], env: c.spec.env,
     });
     if (spec.readinessProbe) {
       const p = new Prober(spec.readinessProbe, target, (ok) => c.setReady(ok));

@@ -1,5 +1,5 @@
 // Readiness and liveness probes, run as the kubelet runs them: HTTP and TCP checks connect from the node's
-// network namespace to the pod's IP; exec checks run the command inside the pod's network namespace.
+// network namespace to the pod's IP; exec checks run the command in the container's namespaces.
 import { execFile } from "node:child_process";
 import { request } from "node:http";
 import type { V1ContainerPort, V1Probe } from "@kubernetes/client-node";
@@ -9,8 +9,8 @@ export interface ProbeTarget {
   podIp: string;
   /** Path of the node's netns (where HTTP/TCP probes connect from). */
   nodeNetns: string;
-  /** Name of the netns the container runs in (where exec probes run). */
-  containerNetns: string;
+  /** The container's process: exec probes run in its namespaces (network, mounts, host name). */
+  pid: number | undefined;
   ports: V1ContainerPort[];
   env: Record<string, string>;
 }
@@ -51,7 +51,8 @@ export async function runProbe(probe: V1Probe, t: ProbeTarget): Promise<boolean>
     }
     if (probe.exec?.command?.length) {
       return await new Promise<boolean>((resolve) => {
-        execFile("ip", ["netns", "exec", t.containerNetns, ...probe.exec!.command!], { timeout: timeoutMs, env: t.env }, (err) => resolve(!err));
+        if (!t.pid) return resolve(false);
+        execFile("nsenter", ["--target", String(t.pid), "--net", "--mount", "--uts", "--", ...probe.exec!.command!], { timeout: timeoutMs, env: t.env }, (err) => resolve(!err));
       });
     }
   } catch {
