@@ -91,9 +91,11 @@ export async function up(opts: UpOptions): Promise<ClusterInfo> {
   }
   await startCoreDns(bin, log);
   step("control plane, kube-proxy, node agents and CoreDNS started; waiting for nodes and DNS");
-  await waitFor("every node to be Ready", async () => {
-    const list = await api.get<{ items: { status: { conditions?: { type: string; status: string }[] } }[] }>("/api/v1/nodes");
-    return list.items.length === nodes && list.items.every((n) => n.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"));
+  // Ready, and without the not-ready taint the node-lifecycle controller lifts, so pods schedule at once.
+  await waitFor("every node to be Ready and schedulable", async () => {
+    const list = await api.get<{ items: { spec: { taints?: unknown[] }; status: { conditions?: { type: string; status: string }[] } }[] }>("/api/v1/nodes");
+    return list.items.length === nodes && list.items.every((n) =>
+      !n.spec.taints?.length && n.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"));
   }, 60_000, 200);
   await waitFor(`cluster DNS at ${DNS_SERVICE_IP} from ${nodeNetns(1)}`, () => dnsAnswers(nodeNetns(1), "kubernetes.default.svc.cluster.local"), 60_000, 200);
   log.update({ phase: "up" });

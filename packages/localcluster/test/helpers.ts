@@ -64,9 +64,10 @@ export async function kubectl(args: string[], input?: string): Promise<string> {
   return run(bin, ["--kubeconfig", paths.adminKubeconfig(), ...args], { ...(input !== undefined ? { input } : {}), timeoutMs: 120_000 });
 }
 
-/** `ambit-local exec`, returning stdout (rejects on a non-zero exit). */
+/** `ambit-local exec` ("-c name" first to pick a container), returning stdout (rejects on a non-zero exit). */
 export async function podExec(pod: string, ...argv: string[]): Promise<string> {
-  const res = await cli("exec", pod, "--", ...argv);
+  const container = argv[0] === "-c" ? argv.splice(0, 2) : [];
+  const res = await cli("exec", pod, ...container, "--", ...argv);
   if (res.code !== 0) throw new Error(`exec in ${pod} failed (${res.code}): ${res.stderr}`);
   return res.stdout;
 }

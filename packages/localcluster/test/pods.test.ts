@@ -321,10 +321,10 @@ spec:
   containers:
   - name: plain
     image: ambit/host
-    command: [sh, -c, "ip link add d0 type dummy && echo ALLOWED || echo DENIED; sleep infinity"]
+    command: [sh, -c, "ip addr add 127.0.0.9/8 dev lo && echo ALLOWED || echo DENIED; sleep infinity"]
   - name: netadmin
     image: ambit/host
-    command: [sh, -c, "ip link add d1 type dummy && echo ALLOWED || echo DENIED; sleep infinity"]
+    command: [sh, -c, "ip addr add 127.0.0.9/8 dev lo && echo ALLOWED || echo DENIED; sleep infinity"]
     securityContext: {capabilities: {add: [NET_ADMIN], drop: [ALL]}}
 `);
     await waitFor("caps Ready", async () => ready(await pod("caps")), 60_000, 250);
