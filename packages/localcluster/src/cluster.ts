@@ -188,3 +188,10 @@ export async function status(): Promise<Status> {
   }
   return { phase: state.phase, nodes: state.nodes, apiserver, processes, readyNodes };
 }
+
+/** Runs the cluster's kubectl with the admin kubeconfig (for tests and scripts of other packages). */
+export async function kubectl(args: string[], input?: string): Promise<string> {
+  const state = loadState();
+  if (!state?.binDir) throw new Error("no local cluster is up (run: ambit-local up)");
+  return run(join(state.binDir, "kubectl"), ["--kubeconfig", paths.adminKubeconfig(), ...args], { ...(input !== undefined ? { input } : {}), timeoutMs: 120_000 });
+}

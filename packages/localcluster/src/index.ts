@@ -1,5 +1,5 @@
 // @ambit/localcluster: a real Kubernetes control plane plus nodes made of network namespaces.
-export { up, down, status, adminApi, dnsAnswers, leftovers, validateNodeCount, type ClusterInfo, type Status } from "./cluster.js";
+export { up, down, status, adminApi, kubectl, dnsAnswers, leftovers, validateNodeCount, type ClusterInfo, type Status } from "./cluster.js";
 export { Api, ApiError, waitFor, targetFromKubeconfig } from "./api.js";
 export { attachPod, detachPod, createNetns, deleteNetns, netnsExists } from "./network.js";
 export * from "./layout.js";

@@ -56,13 +56,7 @@ export async function snapshot(): Promise<HostSnapshot> {
   };
 }
 
-/** The cluster's kubectl (built with the other binaries) against the admin kubeconfig. */
-export async function kubectl(args: string[], input?: string): Promise<string> {
-  const { loadState } = await import("../src/state.js");
-  const { paths } = await import("../src/layout.js");
-  const bin = join(loadState()!.binDir!, "kubectl");
-  return run(bin, ["--kubeconfig", paths.adminKubeconfig(), ...args], { ...(input !== undefined ? { input } : {}), timeoutMs: 120_000 });
-}
+export { kubectl } from "../src/cluster.js";
 
 /** `ambit-local exec` ("-c name" first to pick a container), returning stdout (rejects on a non-zero exit). */
 export async function podExec(pod: string, ...argv: string[]): Promise<string> {
