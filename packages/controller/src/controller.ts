@@ -1,0 +1,130 @@
+// The controller (istiod's role): informers → ambient index → delta xDS on 15010/15012, admin on 15014,
+// status and events written by the leader only.
+import type { Server as HttpServer } from "node:http";
+import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { informerCollection, resourceTypes, source, type Collection, type NamedObject, type ResourceType } from "@ambit/kube";
+import { DeltaXdsServer, type AuthResult } from "@ambit/xds";
+import pino, { type Logger } from "pino";
+import { Registry, collectDefaultMetrics } from "prom-client";
+import { startAdmin } from "./admin.js";
+import { authenticate, type TokenReviewStatus } from "./auth.js";
+import type { Config } from "./config.js";
+import { LeaderElection } from "./leader.js";
+import { buildAmbientIndex, type AmbientIndex, type Inputs } from "./model/index.js";
+import type { MeshSettings } from "./model/types.js";
+import { StatusWriter } from "./status.js";
+import { istiodDnsNames, selfSignedServingCertificate } from "./tls.js";
+import { feedXds, nodeMatchesIdentity } from "./xds.js";
+import { TypeUrl } from "@ambit/protocol";
+
+export interface ControllerOptions {
+  config: Config;
+  kc: KubeConfig;
+  logger?: Logger;
+  /** Interface to bind the servers to (default all). */
+  host?: string;
+}
+
+export class Controller {
+  readonly registry = new Registry();
+  readonly log: Logger;
+  readonly settings: MeshSettings;
+  readonly xds: DeltaXdsServer;
+  index!: AmbientIndex;
+  private readonly status: StatusWriter;
+  private readonly leader: LeaderElection;
+  private admin: HttpServer | undefined;
+  private stopFeed: (() => void) | undefined;
+  private readonly informers: { stop(): Promise<void> | void }[] = [];
+  /** Bound ports, once listening. */
+  ports: { plaintext?: number; tls?: number; monitoring?: number } = {};
+
+  constructor(private readonly o: ControllerOptions) {
+    const c = o.config;
+    this.log = o.logger ?? pino({ level: c.LOG_LEVEL, base: { component: "controller" } });
+    this.settings = { clusterId: c.CLUSTER_ID, trustDomain: c.TRUST_DOMAIN, domainSuffix: c.DOMAIN_SUFFIX, network: c.NETWORK, rootNamespace: c.POD_NAMESPACE };
+    collectDefaultMetrics({ register: this.registry });
+    const tokenApi = o.kc.makeApiClient(AuthenticationV1Api);
+    const review = async (token: string, audiences: string[]): Promise<TokenReviewStatus> =>
+      (await tokenApi.createTokenReview({ body: { spec: { token, audiences } } })).status ?? {};
+    this.xds = new DeltaXdsServer({
+      registry: this.registry,
+      logger: this.log.child({ scope: "xds" }),
+      debounceMs: c.PILOT_DEBOUNCE_AFTER,
+      debounceMaxMs: c.PILOT_DEBOUNCE_MAX,
+      ready: false,
+      authenticate: c.XDS_AUTH
+        ? async (md) => ({ ...(await authenticate(review, md.get("authorization")[0]?.toString(), c.TOKEN_AUDIENCES, c.TRUST_DOMAIN)) }) as AuthResult
+        : () => ({ identity: "anonymous" }),
+      authorize: c.XDS_AUTH
+        ? (auth, node) => {
+          const problem = nodeMatchesIdentity(node.id ?? undefined, String(auth["namespace"]));
+          if (problem) throw new Error(problem);
+        }
+        : undefined,
+    });
+    this.status = new StatusWriter(o.kc, this.log.child({ scope: "status" }));
+    this.leader = new LeaderElection(o.kc, {
+      namespace: c.POD_NAMESPACE, name: "ambit-controller-leader", identity: c.POD_NAME || `controller-${process.pid}`,
+      onChange: (leading) => {
+        this.status.leading = leading;
+        this.log.info({ leading }, leading ? "became the leader: writing status" : "not the leader");
+        if (leading) this.status.resync(this.index.policyTranslations);
+      },
+    });
+  }
+
+  private informer<T extends NamedObject>(type: ResourceType<T>, hasStatus = false): Collection<T> {
+    const inf = informerCollection(this.o.kc, {
+      ...source(this.o.kc, type),
+      name: type.plural,
+      onInvalid: (obj, err) => void this.status.reportInvalid({ ...type, hasStatus }, obj, err.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")),
+      onError: (err, info) => this.log.warn({ err: (err as Error)?.message ?? String(err), ...info }, "collection error"),
+    }) as unknown as Collection<T> & { stop(): Promise<void> };
+    this.informers.push(inf);
+    return inf;
+  }
+
+  async start(): Promise<void> {
+    const c = this.o.config;
+    const t = resourceTypes;
+    const inputs = {
+      namespaces: this.informer(t.namespaces), pods: this.informer(t.pods), services: this.informer(t.services),
+      endpointSlices: this.informer(t.endpointSlices), nodes: this.informer(t.nodes),
+      authorizationPolicies: this.informer(t.authorizationPolicies, true), peerAuthentications: this.informer(t.peerAuthentications, true),
+      gateways: this.informer(t.gateways, true),
+    } as unknown as Inputs;
+    this.index = buildAmbientIndex(inputs, this.settings);
+    this.stopFeed = feedXds(this.xds, this.index, this.settings.network);
+    this.status.watchPolicies(this.index.policyTranslations);
+    const host = this.o.host ?? "0.0.0.0";
+    if (c.XDS_PLAINTEXT_PORT) this.ports.plaintext = await this.xds.listen({ port: c.XDS_PLAINTEXT_PORT, host });
+    if (c.XDS_TLS_PORT) {
+      const tls = await selfSignedServingCertificate(istiodDnsNames(c.POD_NAMESPACE, c.DOMAIN_SUFFIX));
+      this.ports.tls = await this.xds.listen({ port: c.XDS_TLS_PORT, host, tls });
+    }
+    this.admin = await startAdmin(c.MONITORING_PORT, host, {
+      registry: this.registry,
+      ready: () => this.xds.isReady(),
+      configDump: () => ({
+        workloads: this.index.workloads.list(), services: this.index.services.list(), authorizations: this.index.authorizations.list(),
+        xds: { [TypeUrl.address]: this.xds.snapshot(TypeUrl.address).length, [TypeUrl.authorization]: this.xds.snapshot(TypeUrl.authorization).length },
+      }),
+      connections: () => this.xds.debugConnections(),
+    });
+    this.ports.monitoring = (this.admin.address() as { port: number }).port;
+    this.leader.start();
+    await Promise.all(Object.values(inputs).map((col: Collection<unknown>) => col.synced));
+    this.xds.flush();
+    this.xds.setReady(true);
+    this.log.info({ ports: this.ports }, "caches synced: serving xDS");
+  }
+
+  async stop(): Promise<void> {
+    this.leader.stop();
+    this.stopFeed?.();
+    await Promise.all(this.informers.map((i) => i.stop()));
+    await this.xds.close(500);
+    await new Promise<void>((r) => (this.admin ? this.admin.close(() => r()) : r()));
+  }
+}

@@ -1,0 +1,193 @@
+// Golden translation tests: AuthorizationPolicy → istio.security.Authorization (every field of the reference,
+// the L7 and malformed fail-closed cases), and PeerAuthentication → the DENY policies istiod sends.
+import { describe, expect, it } from "vitest";
+import { istio } from "@ambit/protocol";
+import { convertAuthorizationPolicy, type AuthorizationPolicy } from "../src/model/authorization.js";
+import {
+  STATIC_STRICT, convertPortLevel, inheritedMode, peerAuthenticationKeys, staticStrictPolicy, type PeerAuthentication,
+} from "../src/model/peerauth.js";
+
+const { Scope, Action } = istio.security;
+const ROOT = "istio-system";
+const v4 = (s: string) => Uint8Array.from(s.split(".").map(Number));
+const policy = (spec: AuthorizationPolicy["spec"], meta: Partial<AuthorizationPolicy["metadata"]> = {}): AuthorizationPolicy =>
+  ({ metadata: { name: "p", namespace: "app", ...meta }, spec });
+/** Round-trips through the wire encoding, so the test compares what ztunnel would receive. */
+const wire = (a: ReturnType<typeof convertAuthorizationPolicy>["authorization"]) =>
+  istio.security.Authorization.toObject(istio.security.Authorization.decode(istio.security.Authorization.encode(a!).finish()), { defaults: false, bytes: Array });
+
+describe("AuthorizationPolicy → Authorization", () => {
+  it("maps every L4 field into Rule → Clause → Match", () => {
+    const t = convertAuthorizationPolicy(policy({
+      selector: { matchLabels: { app: "db" } },
+      action: "ALLOW",
+      rules: [{
+        from: [
+          { source: { principals: ["cluster.local/ns/web/sa/frontend", "*/sa/admin"], notPrincipals: ["cluster.local/ns/web/sa/bad*"],
+            namespaces: ["web", "prod-*"], notNamespaces: ["*-test"], serviceAccounts: ["web/frontend", "local-sa"], notServiceAccounts: ["web/old"],
+            ipBlocks: ["10.244.0.0/16", "10.1.2.3"], notIpBlocks: ["10.244.9.0/24"] } },
+          { source: { namespaces: ["*"] } },
+        ],
+        to: [{ operation: { ports: ["5432"], notPorts: ["9000"] } }, { operation: { ports: ["6432"] } }],
+        when: [
+          { key: "source.ip", values: ["192.168.0.0/16"], notValues: ["192.168.1.1"] },
+          { key: "source.namespace", values: ["web"], notValues: ["kube-system"] },
+          { key: "source.principal", values: ["cluster.local/ns/web/sa/frontend"], notValues: ["*/sa/default"] },
+          { key: "destination.ip", values: ["10.244.1.0/24"], notValues: ["10.244.1.99"] },
+          { key: "destination.port", values: ["5432"], notValues: ["5433"] },
+        ],
+      }],
+    }), ROOT);
+    expect(t.condition).toEqual({ type: "ZtunnelAccepted", status: "True", reason: "Accepted", message: "ztunnel enforces app/p" });
+    expect(wire(t.authorization)).toEqual({
+      name: "p", namespace: "app", scope: Scope.WORKLOAD_SELECTOR,
+      rules: [{ clauses: [
+        { matches: [{ destination_ports: [5432], not_destination_ports: [9000] }, { destination_ports: [6432] }] },
+        { matches: [
+          {
+            principals: [{ exact: "cluster.local/ns/web/sa/frontend" }, { suffix: "/sa/admin" }],
+            not_principals: [{ prefix: "cluster.local/ns/web/sa/bad" }],
+            namespaces: [{ exact: "web" }, { prefix: "prod-" }], not_namespaces: [{ suffix: "-test" }],
+            service_accounts: [{ namespace: "web", serviceAccount: "frontend" }, { namespace: "app", serviceAccount: "local-sa" }],
+            not_service_accounts: [{ namespace: "web", serviceAccount: "old" }],
+            source_ips: [{ address: [...v4("10.244.0.0")], length: 16 }, { address: [...v4("10.1.2.3")], length: 32 }],
+            not_source_ips: [{ address: [...v4("10.244.9.0")], length: 24 }],
+          },
+          { namespaces: [{ presence: {} }] },
+        ] },
+        { matches: [{ source_ips: [{ address: [192, 168, 0, 0], length: 16 }], not_source_ips: [{ address: [192, 168, 1, 1], length: 32 }] }] },
+        { matches: [{ namespaces: [{ exact: "web" }], not_namespaces: [{ exact: "kube-system" }] }] },
+        { matches: [{ principals: [{ exact: "cluster.local/ns/web/sa/frontend" }], not_principals: [{ suffix: "/sa/default" }] }] },
+        { matches: [{ destination_ips: [{ address: [10, 244, 1, 0], length: 24 }], not_destination_ips: [{ address: [10, 244, 1, 99], length: 32 }] }] },
+        { matches: [{ destination_ports: [5432], not_destination_ports: [5433] }] },
+      ] }],
+    });
+  });
+
+  it("sets the scope from the selector and the namespace", () => {
+    expect(convertAuthorizationPolicy(policy({ action: "DENY", rules: [{}] }), ROOT).authorization).toMatchObject({ scope: Scope.NAMESPACE, action: Action.DENY });
+    expect(convertAuthorizationPolicy(policy({ rules: [{}] }, { namespace: ROOT }), ROOT).authorization!.scope).toBeUndefined(); // GLOBAL = 0, left out on the wire
+    expect(convertAuthorizationPolicy(policy({ selector: { matchLabels: {} }, rules: [{}] }), ROOT).authorization!.scope).toBe(Scope.NAMESPACE);
+  });
+
+  it("keeps the three empty cases distinct: no rules, an empty rule, an empty source", () => {
+    expect(wire(convertAuthorizationPolicy(policy({}), ROOT).authorization)).toEqual({ name: "p", namespace: "app", scope: Scope.NAMESPACE });
+    expect(wire(convertAuthorizationPolicy(policy({ rules: [{}] }), ROOT).authorization).rules).toEqual([{}]);
+    expect(wire(convertAuthorizationPolicy(policy({ rules: [{ from: [{ source: {} }] }] }), ROOT).authorization).rules).toEqual([{ clauses: [{ matches: [{}] }] }]);
+  });
+
+  it("sends nothing for waypoint policies, and refuses CUSTOM, AUDIT and dry-run with a status", () => {
+    expect(convertAuthorizationPolicy(policy({ targetRefs: [{ kind: "Gateway", name: "wp" }], rules: [{}] }), ROOT)).toEqual({ authorization: null, condition: null });
+    expect(convertAuthorizationPolicy(policy({ targetRef: { kind: "Service", name: "s" } }), ROOT).authorization).toBeNull();
+    for (const action of ["CUSTOM", "AUDIT"]) {
+      const t = convertAuthorizationPolicy(policy({ action, rules: [{}] }), ROOT);
+      expect(t.authorization).toBeNull();
+      expect(t.condition).toMatchObject({ status: "False", reason: "UnsupportedValue", message: `ztunnel does not support the ${action} action` });
+    }
+    const dry = convertAuthorizationPolicy(policy({ rules: [{}] }, { annotations: { "istio.io/dry-run": "true" } }), ROOT);
+    expect(dry.authorization).toBeNull();
+    expect(dry.condition?.status).toBe("False");
+  });
+
+  describe("fails closed", () => {
+    it("drops a whole ALLOW rule that uses HTTP attributes, keeping the others", () => {
+      const t = convertAuthorizationPolicy(policy({ rules: [
+        { to: [{ operation: { methods: ["GET"], ports: ["80"] } }] },
+        { from: [{ source: { requestPrincipals: ["*"] } }] },
+        { from: [{ source: { remoteIpBlocks: ["1.2.3.4"] } }] },
+        { when: [{ key: "request.headers[x]", values: ["y"] }] },
+        { from: [{ source: { namespaces: ["web"] } }] },
+      ] }), ROOT);
+      expect(wire(t.authorization).rules).toEqual([{ clauses: [{ matches: [{ namespaces: [{ exact: "web" }] }] }] }]);
+      expect(t.condition).toMatchObject({ status: "False", reason: "UnsupportedValue" });
+      expect(t.condition!.message).toContain("rules[0] uses HTTP attributes (to.operation.methods)");
+      expect(t.condition!.message).toContain("more restrictive than requested");
+    });
+
+    it("leaves an ALLOW policy whose every rule is L7 with no rules: it allows nothing", () => {
+      const t = convertAuthorizationPolicy(policy({ rules: [{ to: [{ operation: { paths: ["/admin"] } }] }] }), ROOT);
+      expect(wire(t.authorization)).toEqual({ name: "p", namespace: "app", scope: Scope.NAMESPACE });
+    });
+
+    it("strips HTTP attributes from a DENY rule and keeps its L4 part, which denies more", () => {
+      const t = convertAuthorizationPolicy(policy({ action: "DENY", rules: [
+        { to: [{ operation: { methods: ["POST"], ports: ["8080"] } }], when: [{ key: "request.auth.claims[iss]", values: ["x"] }] },
+        { to: [{ operation: { paths: ["/x"] } }] },
+      ] }), ROOT);
+      expect(wire(t.authorization).rules).toEqual([
+        { clauses: [{ matches: [{ destination_ports: [8080] }] }] },
+        { clauses: [{ matches: [{}] }] }, // only L7: an empty match, which ztunnel never matches (a no-op)
+      ]);
+      expect(t.condition!.message).toContain("denies more than requested");
+    });
+
+    it.each([
+      ["a principal with a * in the middle", { principals: ["cluster.local/*/sa/x"] }, /"\*" is only allowed at the start or the end/],
+      ["a principal written as a URI", { principals: ["spiffe://cluster.local/ns/a/sa/b"] }, /without "spiffe:\/\/"/],
+      ["a bad CIDR", { ipBlocks: ["10.0.0.0/40"] }, /invalid prefix length/],
+      ["an address that is not one", { notIpBlocks: ["not-an-ip"] }, /is not an IP address or CIDR/],
+      ["a bad service account", { serviceAccounts: ["a/b/c"] }, /is not "<namespace>\/<service account>"/],
+      ["an empty namespace", { namespaces: [""] }, /empty value/],
+    ])("omits an ALLOW rule with %s, and says why", (_what, source, message) => {
+      const t = convertAuthorizationPolicy(policy({ rules: [{ from: [{ source }] }, { from: [{ source: { namespaces: ["ok"] } }] }] }), ROOT);
+      expect(wire(t.authorization).rules).toEqual([{ clauses: [{ matches: [{ namespaces: [{ exact: "ok" }] }] }] }]);
+      expect(t.condition!.message).toMatch(message);
+      expect(t.condition!.status).toBe("False");
+    });
+
+    it("turns a malformed DENY rule into one that denies everything in scope", () => {
+      const t = convertAuthorizationPolicy(policy({ action: "DENY", rules: [{ to: [{ operation: { ports: ["http"] } }] }] }), ROOT);
+      expect(wire(t.authorization).rules).toEqual([{}]); // a rule without clauses matches everything
+      expect(t.condition!.message).toMatch(/rules\[0\] is invalid \(rules\[0\]\.to\.operation\.ports "http" is not a port number \(1-65535\)\): it denies all traffic/);
+    });
+  });
+});
+
+describe("PeerAuthentication → DENY policies", () => {
+  const pa = (name: string, namespace: string, spec: PeerAuthentication["spec"], created = "2026-01-01T00:00:00Z"): PeerAuthentication =>
+    ({ metadata: { name, namespace, creationTimestamp: created }, spec });
+
+  it("has the static strict policy deny connections without an identity", () => {
+    expect(wire(staticStrictPolicy(ROOT))).toEqual({
+      name: STATIC_STRICT, namespace: ROOT, scope: Scope.WORKLOAD_SELECTOR, action: Action.DENY,
+      rules: [{ clauses: [{ matches: [{ not_principals: [{ presence: {} }] }] }] }],
+    });
+  });
+
+  it("references it from workloads whose effective mode is STRICT (mesh → namespace → workload)", () => {
+    const mesh = pa("default", ROOT, { mtls: { mode: "STRICT" } });
+    expect(peerAuthenticationKeys([mesh], "app", {}, ROOT)).toEqual([`${ROOT}/${STATIC_STRICT}`]);
+    const nsPermissive = pa("ns", "app", { mtls: { mode: "PERMISSIVE" } });
+    expect(peerAuthenticationKeys([mesh, nsPermissive], "app", {}, ROOT)).toEqual([]);
+    expect(peerAuthenticationKeys([mesh, nsPermissive], "other", {}, ROOT)).toEqual([`${ROOT}/${STATIC_STRICT}`]);
+    const wlStrict = pa("db", "app", { selector: { matchLabels: { app: "db" } }, mtls: { mode: "STRICT" } });
+    expect(peerAuthenticationKeys([mesh, nsPermissive, wlStrict], "app", { app: "db" }, ROOT)).toEqual([`${ROOT}/${STATIC_STRICT}`]);
+    expect(peerAuthenticationKeys([mesh, nsPermissive, wlStrict], "app", { app: "web" }, ROOT)).toEqual([]);
+    const nsDisable = pa("ns", "app", { mtls: { mode: "DISABLE" } });
+    expect(peerAuthenticationKeys([nsDisable], "app", {}, ROOT)).toEqual([]);
+    expect(peerAuthenticationKeys([], "app", {}, ROOT)).toEqual([]);
+  });
+
+  it("lets UNSET inherit and the oldest policy win within a level", () => {
+    expect(inheritedMode([pa("ns", "app", { mtls: { mode: "UNSET" } }), pa("default", ROOT, { mtls: { mode: "STRICT" } })], "app", ROOT)).toBe("STRICT");
+    const older = pa("a-new", "app", { mtls: { mode: "STRICT" } }, "2026-01-01T00:00:00Z");
+    const newer = pa("b-old", "app", { mtls: { mode: "PERMISSIVE" } }, "2026-02-01T00:00:00Z");
+    expect(inheritedMode([newer, older], "app", ROOT)).toBe("STRICT");
+    expect(inheritedMode([], "app", ROOT)).toBe("PERMISSIVE");
+  });
+
+  it("converts port-level modes into a DENY policy with port exceptions", () => {
+    const strictExcept = pa("db", "app", { selector: { matchLabels: { app: "db" } }, mtls: { mode: "STRICT" }, portLevelMtls: { "9090": { mode: "PERMISSIVE" }, "5432": { mode: "STRICT" } } });
+    expect(wire(convertPortLevel(strictExcept, "PERMISSIVE"))).toEqual({
+      name: "converted_peer_authentication_db", namespace: "app", scope: Scope.WORKLOAD_SELECTOR, action: Action.DENY,
+      rules: [{ clauses: [{ matches: [{ not_principals: [{ presence: {} }], not_destination_ports: [9090] }] }] }],
+    });
+    expect(peerAuthenticationKeys([strictExcept], "app", { app: "db" }, ROOT)).toEqual(["app/converted_peer_authentication_db"]);
+
+    const permissiveExcept = pa("web", "app", { selector: { matchLabels: { app: "web" } }, portLevelMtls: { "8443": { mode: "STRICT" } } });
+    expect(wire(convertPortLevel(permissiveExcept, "PERMISSIVE"))!.rules).toEqual([{ clauses: [{ matches: [{ not_principals: [{ presence: {} }], destination_ports: [8443] }] }] }]);
+    // Inheriting STRICT from the mesh, a STRICT port changes nothing.
+    expect(convertPortLevel(permissiveExcept, "STRICT")).toBeNull();
+    expect(peerAuthenticationKeys([permissiveExcept, pa("default", ROOT, { mtls: { mode: "STRICT" } })], "app", { app: "web" }, ROOT)).toEqual([`${ROOT}/${STATIC_STRICT}`]);
+  });
+});
