@@ -1,8 +1,8 @@
 // The controller (istiod's role): informers → ambient index → delta xDS on 15010/15012, admin on 15014,
 // status and events written by the leader only.
 import type { Server as HttpServer } from "node:http";
-import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
-import { informerCollection, resourceTypes, source, type Collection, type NamedObject, type ResourceType } from "@ambit/kube";
+import { AuthenticationV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import { StaticCollection, informerCollection, join, kubeKey, resourceTypes, source, type Collection, type NamedObject, type ResourceType } from "@ambit/kube";
 import { DeltaXdsServer, type AuthResult } from "@ambit/xds";
 import pino, { type Logger } from "pino";
 import { Registry, collectDefaultMetrics } from "prom-client";
@@ -10,6 +10,7 @@ import { startAdmin } from "./admin.js";
 import { authenticate, type TokenReviewStatus } from "./auth.js";
 import type { Config } from "./config.js";
 import { LeaderElection } from "./leader.js";
+import { failClosedStandIn, type AuthorizationPolicy } from "./model/authorization.js";
 import { buildAmbientIndex, type AmbientIndex, type Inputs } from "./model/index.js";
 import type { MeshSettings } from "./model/types.js";
 import { StatusWriter } from "./status.js";
@@ -35,6 +36,7 @@ export class Controller {
   private readonly leader: LeaderElection;
   private admin: HttpServer | undefined;
   private stopFeed: (() => void) | undefined;
+  private reaper: NodeJS.Timeout | undefined;
   private readonly informers: { stop(): Promise<void> | void }[] = [];
   /** Bound ports, once listening. */
   ports: { plaintext?: number; tls?: number; monitoring?: number } = {};
@@ -74,11 +76,15 @@ export class Controller {
     });
   }
 
-  private informer<T extends NamedObject>(type: ResourceType<T>, hasStatus = false): Collection<T> {
+  private informer<T extends NamedObject>(type: ResourceType<T>, hasStatus = false, onInvalid?: (obj: unknown, problem: string) => void): Collection<T> {
     const inf = informerCollection(this.o.kc, {
       ...source(this.o.kc, type),
       name: type.plural,
-      onInvalid: (obj, err) => void this.status.reportInvalid({ ...type, hasStatus }, obj, err.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")),
+      onInvalid: (obj, err) => {
+        const problem = err.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+        onInvalid?.(obj, problem);
+        if (!onInvalid) void this.status.reportInvalid({ ...type, hasStatus }, obj, problem);
+      },
       onError: (err, info) => this.log.warn({ err: (err as Error)?.message ?? String(err), ...info }, "collection error"),
     }) as unknown as Collection<T> & { stop(): Promise<void> };
     this.informers.push(inf);
@@ -88,10 +94,27 @@ export class Controller {
   async start(): Promise<void> {
     const c = this.o.config;
     const t = resourceTypes;
+    // A policy that cannot be read must not fall open: it is replaced by a deny-all stand-in until fixed.
+    const standIns = new StaticCollection<AuthorizationPolicy>({ name: "invalid-policy-stand-ins", key: (p) => kubeKey(p) });
+    const validPolicies = this.informer(t.authorizationPolicies, true, (obj, problem) => {
+      const s = failClosedStandIn(obj, problem);
+      if (s) standIns.set(s);
+      this.log.warn({ policy: s ? kubeKey(s) : "?", problem }, "unreadable AuthorizationPolicy replaced by a deny-all stand-in");
+    }) as unknown as Collection<AuthorizationPolicy>;
+    validPolicies.subscribe((batch) => { for (const e of batch) if (e.type !== "delete" && standIns.has(e.key)) standIns.delete(e.key); });
+    standIns.markSynced();
+    // An unreadable object never enters the informer, so its deletion is noticed here.
+    const custom = this.o.kc.makeApiClient(CustomObjectsApi);
+    this.reaper = setInterval(() => {
+      for (const p of standIns.list()) {
+        custom.getNamespacedCustomObject({ group: "security.istio.io", version: "v1", plural: "authorizationpolicies", namespace: p.metadata.namespace, name: p.metadata.name })
+          .catch((err: { code?: number }) => { if (err.code === 404) standIns.delete(kubeKey(p)); });
+      }
+    }, 5000);
     const inputs = {
       namespaces: this.informer(t.namespaces), pods: this.informer(t.pods), services: this.informer(t.services),
       endpointSlices: this.informer(t.endpointSlices), nodes: this.informer(t.nodes),
-      authorizationPolicies: this.informer(t.authorizationPolicies, true), peerAuthentications: this.informer(t.peerAuthentications, true),
+      authorizationPolicies: join([validPolicies, standIns], { name: "authorization-policies" }), peerAuthentications: this.informer(t.peerAuthentications, true),
       gateways: this.informer(t.gateways, true),
     } as unknown as Inputs;
     this.index = buildAmbientIndex(inputs, this.settings);
@@ -121,6 +144,7 @@ export class Controller {
   }
 
   async stop(): Promise<void> {
+    if (this.reaper) clearInterval(this.reaper);
     this.leader.stop();
     this.stopFeed?.();
     await Promise.all(this.informers.map((i) => i.stop()));

@@ -2,7 +2,7 @@
 // the L7 and malformed fail-closed cases), and PeerAuthentication → the DENY policies istiod sends.
 import { describe, expect, it } from "vitest";
 import { istio } from "@ambit/protocol";
-import { convertAuthorizationPolicy, type AuthorizationPolicy } from "../src/model/authorization.js";
+import { convertAuthorizationPolicy, failClosedStandIn, type AuthorizationPolicy } from "../src/model/authorization.js";
 import {
   STATIC_STRICT, convertPortLevel, inheritedMode, peerAuthenticationKeys, staticStrictPolicy, type PeerAuthentication,
 } from "../src/model/peerauth.js";
@@ -133,6 +133,16 @@ describe("AuthorizationPolicy → Authorization", () => {
       expect(wire(t.authorization).rules).toEqual([{ clauses: [{ matches: [{ namespaces: [{ exact: "ok" }] }] }] }]);
       expect(t.condition!.message).toMatch(message);
       expect(t.condition!.status).toBe("False");
+    });
+
+    it("stands in for a policy that cannot be read at all with an ALLOW-nothing policy in its scope", () => {
+      const raw = { metadata: { name: "p", namespace: "app" }, spec: { selector: { matchLabels: { app: "db" } }, targetRef: { name: "no-kind" }, rules: [{}] } };
+      const standIn = failClosedStandIn(raw, "spec.targetRef.kind: Required")!;
+      const t = convertAuthorizationPolicy(standIn, ROOT);
+      expect(wire(t.authorization)).toEqual({ name: "p", namespace: "app", scope: Scope.WORKLOAD_SELECTOR });
+      expect(t.condition).toMatchObject({ status: "False", reason: "Invalid", message: expect.stringMatching(/cannot be read \(spec.targetRef.kind: Required\): its workloads allow nothing/) });
+      expect(convertAuthorizationPolicy(failClosedStandIn({ metadata: { name: "q", namespace: "app" }, spec: { selector: { matchLabels: { app: 7 } } } }, "x")!, ROOT).authorization!.scope).toBe(Scope.NAMESPACE);
+      expect(failClosedStandIn({ metadata: {} }, "x")).toBeNull();
     });
 
     it("turns a malformed DENY rule into one that denies everything in scope", () => {

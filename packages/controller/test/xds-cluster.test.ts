@@ -197,6 +197,24 @@ describe("delta pushes for cluster changes", () => {
     expect(good.status?.conditions?.find((x) => x.type === "ZtunnelAccepted")?.status).toBe("True");
   });
 
+  it("replaces a policy that cannot be read with a deny-all stand-in, and removes it with the policy", async () => {
+    // Valid for the CRD (targetRef keeps unknown fields) but not for the controller's schema: targetRef needs a kind.
+    let mark = r.since();
+    await api.post(`/apis/security.istio.io/v1/namespaces/${NS}/authorizationpolicies`, { apiVersion: "security.istio.io/v1", kind: "AuthorizationPolicy", metadata: { name: "unreadable" },
+      spec: { selector: { matchLabels: { app: "echo" } }, targetRef: { name: "no-kind" }, rules: [{}] } });
+    await pushesUntil(mark, (p) => names(p, "authorization").includes(`${NS}/unreadable`), "the stand-in");
+    const standIn = istio.security.Authorization.decode(r.resources.get(`${NS}/unreadable`)!.resource.value!);
+    expect([standIn.scope, standIn.action, standIn.rules.length]).toEqual([istio.security.Scope.WORKLOAD_SELECTOR, istio.security.Action.ALLOW, 0]);
+    await waitFor("p1 to list the stand-in", async () => istio.workload.Address.decode(r.resources.get(uid("p1"))!.resource.value!).workload!.authorization_policies?.includes(`${NS}/unreadable`), 30_000, 50);
+    await waitFor("the Invalid status", async () => {
+      const p = await api.get<{ status?: { conditions?: { type: string; reason: string }[] } }>(`/apis/security.istio.io/v1/namespaces/${NS}/authorizationpolicies/unreadable`);
+      return p.status?.conditions?.some((c) => c.type === "ZtunnelAccepted" && c.reason === "Invalid");
+    }, 30_000, 100);
+    mark = r.since();
+    await api.delete(`/apis/security.istio.io/v1/namespaces/${NS}/authorizationpolicies/unreadable`);
+    await pushesUntil(mark, (p) => removed(p, "authorization").includes(`${NS}/unreadable`), "the stand-in's removal");
+  });
+
   it("turns PeerAuthentication STRICT into the static DENY policy and its references", async () => {
     const mark = r.since();
     await api.post(`/apis/security.istio.io/v1/namespaces/istio-system/peerauthentications`, { apiVersion: "security.istio.io/v1", kind: "PeerAuthentication", metadata: { name: "default" }, spec: { mtls: { mode: "STRICT" } } });

@@ -188,6 +188,27 @@ function accepted(message: string, ok = true): ConditionStatus {
   return { type: "ZtunnelAccepted", status: ok ? "True" : "False", reason: ok ? "Accepted" : "UnsupportedValue", message };
 }
 
+/** Annotation marking a stand-in for a policy that failed validation (its value says why). */
+export const INVALID_ANNOTATION = "ambit.dev/invalid";
+
+/**
+ * A fail-closed stand-in for an AuthorizationPolicy that cannot be read at all: an ALLOW policy without rules in
+ * the same scope (its selector when that much is readable), so the workloads it meant to protect allow nothing
+ * until it is fixed, rather than falling open because the policy vanished.
+ */
+export function failClosedStandIn(raw: unknown, problem: string): AuthorizationPolicy | null {
+  const o = raw as { metadata?: { name?: unknown; namespace?: unknown }; spec?: { selector?: { matchLabels?: unknown } } };
+  const name = o?.metadata?.name;
+  const namespace = o?.metadata?.namespace;
+  if (typeof name !== "string" || typeof namespace !== "string") return null;
+  const labels = o.spec?.selector?.matchLabels;
+  const valid = labels && typeof labels === "object" && Object.values(labels).every((v) => typeof v === "string");
+  return {
+    metadata: { name, namespace, annotations: { [INVALID_ANNOTATION]: problem } },
+    spec: { action: "ALLOW", rules: [], ...(valid ? { selector: { matchLabels: labels as Record<string, string> } } : {}) },
+  };
+}
+
 /**
  * Converts one policy. `rootNamespace` is the mesh's root namespace (selector-less policies there are GLOBAL).
  */
@@ -195,6 +216,14 @@ export function convertAuthorizationPolicy(p: AuthorizationPolicy, rootNamespace
   const spec = p.spec ?? {};
   const { name, namespace } = p.metadata;
   if (spec.targetRef || spec.targetRefs?.length) return { authorization: null, condition: null }; // a waypoint policy
+  const invalid = p.metadata.annotations?.[INVALID_ANNOTATION];
+  if (invalid !== undefined) {
+    const scope = spec.selector?.matchLabels ? istio.security.Scope.WORKLOAD_SELECTOR : istio.security.Scope.NAMESPACE;
+    return {
+      authorization: { name, namespace, scope },
+      condition: { type: "ZtunnelAccepted", status: "False", reason: "Invalid", message: `the policy cannot be read (${invalid}): its workloads allow nothing until it is fixed` },
+    };
+  }
   if (p.metadata.annotations?.["istio.io/dry-run"] === "true") {
     return { authorization: null, condition: accepted("dry-run policies are not sent to ztunnel: it only enforces real ones", false) };
   }
