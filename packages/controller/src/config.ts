@@ -40,15 +40,21 @@ const Env = z.object({
   XDS_TLS_PORT: port(15012),
   MONITORING_PORT: port(15014),
   AMBIENT_ENABLE_STATUS: bool(true),
+  /** "<ns>/<sa>,…": node proxies allowed to impersonate workloads on their node. Default: <POD_NAMESPACE>/ztunnel. */
+  CA_TRUSTED_NODE_ACCOUNTS: z.string().optional().transform((v) => v?.split(",").map((s) => s.trim()).filter(Boolean)),
+  DEFAULT_WORKLOAD_CERT_TTL: duration("24h"),
+  MAX_WORKLOAD_CERT_TTL: duration("24h"),
   LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error"]).default("info"),
 });
 
-export type Config = z.infer<typeof Env>;
+export type Config = Omit<z.infer<typeof Env>, "CA_TRUSTED_NODE_ACCOUNTS"> & { CA_TRUSTED_NODE_ACCOUNTS: string[] };
 
 const FIX: Partial<Record<keyof Config, string>> = {
   PILOT_DEBOUNCE_AFTER: "a duration such as 100ms",
   PILOT_DEBOUNCE_MAX: "a duration such as 10s",
   XDS_AUTH: "true or false",
+  DEFAULT_WORKLOAD_CERT_TTL: "a duration such as 24h",
+  MAX_WORKLOAD_CERT_TTL: "a duration such as 24h",
   AMBIENT_ENABLE_STATUS: "true or false",
   XDS_PLAINTEXT_PORT: "a port number (0 turns it off)",
   XDS_TLS_PORT: "a port number",
@@ -57,9 +63,16 @@ const FIX: Partial<Record<keyof Config, string>> = {
 
 /** Reads and validates the configuration; throws ConfigError naming every bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  return parse(env) as Config;
+}
+
+function parse(env: NodeJS.ProcessEnv): z.infer<typeof Env> {
   const vars = Object.fromEntries(Object.keys(Env.shape).filter((k) => env[k] !== undefined && env[k] !== "").map((k) => [k, env[k]]));
   const r = Env.safeParse(vars);
-  if (r.success) return r.data;
+  if (r.success) {
+    r.data.CA_TRUSTED_NODE_ACCOUNTS ??= [`${r.data.POD_NAMESPACE}/ztunnel`];
+    return r.data;
+  }
   const lines = r.error.issues.map((i) => {
     const key = String(i.path[0]) as keyof Config;
     return `${key}=${JSON.stringify(env[key])}: ${i.message}${FIX[key] ? ` (set it to ${FIX[key]})` : ""}`;

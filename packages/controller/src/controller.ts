@@ -2,10 +2,19 @@
 // status and events written by the leader only.
 import type { Server as HttpServer } from "node:http";
 import { AuthenticationV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
-import { StaticCollection, informerCollection, join, kubeKey, resourceTypes, source, type Collection, type NamedObject, type ResourceType } from "@ambit/kube";
+import {
+  ApiError as KubeApiError, StaticCollection, getJson, informerCollection, join, kubeKey, resourceTypes, source, type Collection, type NamedObject, type ResourceType,
+} from "@ambit/kube";
 import { DeltaXdsServer, type AuthResult } from "@ambit/xds";
 import pino, { type Logger } from "pino";
-import { Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Registry, collectDefaultMetrics } from "prom-client";
+import * as grpc from "@grpc/grpc-js";
+import { grpcServerOptions } from "@ambit/xds";
+import { NodeAuthorizer } from "./ca/node-authorizer.js";
+import { RootCertPublisher } from "./ca/publisher.js";
+import { RootOfTrust } from "./ca/roots.js";
+import { ServingIdentity } from "./ca/serving.js";
+import { registerCertificateService } from "./ca/service.js";
 import { startAdmin } from "./admin.js";
 import { authenticate, type TokenReviewStatus } from "./auth.js";
 import type { Config } from "./config.js";
@@ -14,7 +23,7 @@ import { failClosedStandIn, type AuthorizationPolicy } from "./model/authorizati
 import { buildAmbientIndex, type AmbientIndex, type Inputs } from "./model/index.js";
 import type { MeshSettings } from "./model/types.js";
 import { StatusWriter } from "./status.js";
-import { istiodDnsNames, selfSignedServingCertificate } from "./tls.js";
+import { istiodDnsNames } from "./tls.js";
 import { feedXds, nodeMatchesIdentity } from "./xds.js";
 import { TypeUrl } from "@ambit/protocol";
 
@@ -37,7 +46,13 @@ export class Controller {
   private admin: HttpServer | undefined;
   private stopFeed: (() => void) | undefined;
   private reaper: NodeJS.Timeout | undefined;
+  private readonly review: (token: string, audiences: string[]) => Promise<TokenReviewStatus>;
+  readonly roots: RootOfTrust;
+  private publisher: RootCertPublisher | undefined;
+  private readonly grpcServers: grpc.Server[] = [];
+  private readonly certs: Counter<"result">;
   private readonly informers: { stop(): Promise<void> | void }[] = [];
+  private readonly missing = new Set<string>();
   /** Bound ports, once listening. */
   ports: { plaintext?: number; tls?: number; monitoring?: number } = {};
 
@@ -49,6 +64,9 @@ export class Controller {
     const tokenApi = o.kc.makeApiClient(AuthenticationV1Api);
     const review = async (token: string, audiences: string[]): Promise<TokenReviewStatus> =>
       (await tokenApi.createTokenReview({ body: { spec: { token, audiences } } })).status ?? {};
+    this.review = review;
+    this.roots = new RootOfTrust(o.kc, c.POD_NAMESPACE, c.TRUST_DOMAIN, this.log.child({ scope: "ca" }));
+    this.certs = new Counter({ name: "citadel_server_csr_count", help: "The number of certificate signing requests, by result.", labelNames: ["result"], registers: [this.registry] });
     this.xds = new DeltaXdsServer({
       registry: this.registry,
       logger: this.log.child({ scope: "xds" }),
@@ -71,12 +89,34 @@ export class Controller {
       onChange: (leading) => {
         this.status.leading = leading;
         this.log.info({ leading }, leading ? "became the leader: writing status" : "not the leader");
-        if (leading) this.status.resync(this.index.policyTranslations);
+        if (this.publisher) this.publisher.leading = leading;
+        if (leading) {
+          this.status.resync(this.index.policyTranslations);
+          this.publisher?.resyncAll();
+        }
       },
     });
   }
 
+  /** Whether the API server serves a resource (a CRD may not be installed: Gateway API is optional). */
+  private async served(type: ResourceType<unknown>): Promise<boolean> {
+    if (type.group === "") return true;
+    try {
+      const list = await getJson(this.o.kc, `/apis/${type.group}/${type.version}`) as { resources?: { name: string }[] };
+      return list.resources?.some((r) => r.name === type.plural) ?? false;
+    } catch (err) {
+      if (err instanceof KubeApiError && err.statusCode === 404) return false;
+      throw err;
+    }
+  }
+
   private informer<T extends NamedObject>(type: ResourceType<T>, hasStatus = false, onInvalid?: (obj: unknown, problem: string) => void): Collection<T> {
+    if (this.missing.has(type.plural)) {
+      this.log.warn({ resource: `${type.plural}.${type.group}` }, `the API server does not serve ${type.kind} (its CRD is not installed): treated as empty until the controller restarts`);
+      const empty = new StaticCollection<T>({ name: type.plural, key: (o) => kubeKey(o) });
+      empty.markSynced();
+      return empty;
+    }
     const inf = informerCollection(this.o.kc, {
       ...source(this.o.kc, type),
       name: type.plural,
@@ -94,6 +134,7 @@ export class Controller {
   async start(): Promise<void> {
     const c = this.o.config;
     const t = resourceTypes;
+    for (const type of [t.authorizationPolicies, t.peerAuthentications, t.gateways]) if (!(await this.served(type))) this.missing.add(type.plural);
     // A policy that cannot be read must not fall open: it is replaced by a deny-all stand-in until fixed.
     const standIns = new StaticCollection<AuthorizationPolicy>({ name: "invalid-policy-stand-ins", key: (p) => kubeKey(p) });
     const validPolicies = this.informer(t.authorizationPolicies, true, (obj, problem) => {
@@ -121,10 +162,32 @@ export class Controller {
     this.stopFeed = feedXds(this.xds, this.index, this.settings.network);
     this.status.watchPolicies(this.index.policyTranslations);
     const host = this.o.host ?? "0.0.0.0";
-    if (c.XDS_PLAINTEXT_PORT) this.ports.plaintext = await this.xds.listen({ port: c.XDS_PLAINTEXT_PORT, host });
+    // The CA: its root of trust, the root published to every namespace, and the certificate service.
+    await this.roots.start();
+    this.publisher = new RootCertPublisher(this.o.kc, inputs.namespaces, () => this.roots.ca.rootsPem(), this.log.child({ scope: "root-cert" }));
+    this.roots.on("change", () => { this.log.info({ source: this.roots.source }, "the CA changed: republishing its root"); this.publisher!.resyncAll(); });
+    const caOptions = {
+      ca: () => this.roots.ca,
+      authenticate: (authorization: string | undefined) => authenticate(this.review, authorization, c.TOKEN_AUDIENCES, c.TRUST_DOMAIN),
+      nodeAuthorizer: new NodeAuthorizer(inputs.pods, new Set(c.CA_TRUSTED_NODE_ACCOUNTS), c.TRUST_DOMAIN),
+      defaultTtlSeconds: c.DEFAULT_WORKLOAD_CERT_TTL / 1000,
+      maxTtlSeconds: c.MAX_WORKLOAD_CERT_TTL / 1000,
+      onIssued: (_identity: string, ok: boolean) => this.certs.inc({ result: ok ? "ok" : "error" }),
+    };
+    const serve = async (port: number, creds: grpc.ServerCredentials) => {
+      const server = new grpc.Server(grpcServerOptions());
+      this.xds.register(server);
+      registerCertificateService(server, caOptions);
+      const bound = await new Promise<number>((res, rej) => server.bindAsync(`${host}:${port}`, creds, (err, p) => (err ? rej(err) : res(p))));
+      this.grpcServers.push(server);
+      return bound;
+    };
+    if (c.XDS_PLAINTEXT_PORT) this.ports.plaintext = await serve(c.XDS_PLAINTEXT_PORT, grpc.ServerCredentials.createInsecure());
     if (c.XDS_TLS_PORT) {
-      const tls = await selfSignedServingCertificate(istiodDnsNames(c.POD_NAMESPACE, c.DOMAIN_SUFFIX));
-      this.ports.tls = await this.xds.listen({ port: c.XDS_TLS_PORT, host, tls });
+      const serving = new ServingIdentity(istiodDnsNames(c.POD_NAMESPACE, c.DOMAIN_SUFFIX));
+      await serving.issue(this.roots.ca);
+      this.roots.on("change", () => void serving.issue(this.roots.ca).catch((err: Error) => this.log.error({ err: err.message }, "could not re-issue the serving certificate")));
+      this.ports.tls = await serve(c.XDS_TLS_PORT, serving.credentials());
     }
     this.admin = await startAdmin(c.MONITORING_PORT, host, {
       registry: this.registry,
@@ -146,9 +209,12 @@ export class Controller {
   async stop(): Promise<void> {
     if (this.reaper) clearInterval(this.reaper);
     this.leader.stop();
+    this.roots.stop();
+    await this.publisher?.stop();
     this.stopFeed?.();
     await Promise.all(this.informers.map((i) => i.stop()));
     await this.xds.close(500);
+    for (const s of this.grpcServers) s.forceShutdown();
     await new Promise<void>((r) => (this.admin ? this.admin.close(() => r()) : r()));
   }
 }

@@ -1,0 +1,88 @@
+// istio.v1.auth.IstioCertificateService/CreateCertificate, on the controller's TLS gRPC port (15012) beside xDS.
+// The certificate's identity comes from the authenticated caller (TokenReview), or from the request metadata
+// "ImpersonatedIdentity" when the node authorizer allows it — never from the CSR, whose public key alone is used.
+import * as grpc from "@grpc/grpc-js";
+import { IMPERSONATED_IDENTITY_KEY, istio } from "@ambit/protocol";
+import { CsrError, parseCsr, type CertificateAuthority } from "@ambit/pki";
+import type { Caller } from "../auth.js";
+import { ImpersonationDenied, type NodeAuthorizer } from "./node-authorizer.js";
+
+const Req = istio.v1.auth.IstioCertificateRequest;
+const Res = istio.v1.auth.IstioCertificateResponse;
+
+export const CA_METHOD = "/istio.v1.auth.IstioCertificateService/CreateCertificate";
+
+export const certificateServiceDefinition: grpc.ServiceDefinition = {
+  CreateCertificate: {
+    path: CA_METHOD,
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (m: istio.v1.auth.IstioCertificateRequest) => Buffer.from(Req.encode(m).finish()),
+    requestDeserialize: (b: Buffer) => Req.decode(b),
+    responseSerialize: (m: istio.v1.auth.IstioCertificateResponse.$Properties) => Buffer.from(Res.encode(m).finish()),
+    responseDeserialize: (b: Buffer) => Res.decode(b),
+  },
+};
+
+export interface CaServiceOptions {
+  ca: () => CertificateAuthority;
+  authenticate: (authorization: string | undefined) => Promise<Caller>;
+  nodeAuthorizer: NodeAuthorizer;
+  defaultTtlSeconds: number;
+  maxTtlSeconds: number;
+  onIssued?: (identity: string, ok: boolean, reason?: string) => void;
+}
+
+class CaFailure extends Error {
+  constructor(readonly code: grpc.status, message: string) {
+    super(message);
+  }
+}
+
+export async function createCertificate(o: CaServiceOptions, req: istio.v1.auth.IstioCertificateRequest, md: grpc.Metadata): Promise<string[]> {
+  let caller: Caller;
+  try {
+    caller = await o.authenticate(md.get("authorization")[0]?.toString());
+  } catch (err) {
+    throw new CaFailure(grpc.status.UNAUTHENTICATED, `request authenticate failure: ${(err as Error).message}`);
+  }
+  let csr;
+  try {
+    csr = await parseCsr(req.csr ?? "");
+  } catch (err) {
+    if (err instanceof CsrError) throw new CaFailure(grpc.status.INVALID_ARGUMENT, `invalid CSR: ${err.message}`);
+    throw err;
+  }
+  const impersonated = req.metadata?.fields?.[IMPERSONATED_IDENTITY_KEY]?.string_value ?? "";
+  let identity = caller.identity;
+  if (impersonated) {
+    try {
+      identity = o.nodeAuthorizer.authorize(caller, impersonated);
+    } catch (err) {
+      if (err instanceof ImpersonationDenied) throw new CaFailure(grpc.status.PERMISSION_DENIED, `impersonation of ${impersonated} denied: ${err.message}`);
+      throw err;
+    }
+  }
+  const requested = Number(req.validity_duration ?? 0);
+  const ttlSeconds = requested > 0 ? Math.min(requested, o.maxTtlSeconds) : o.defaultTtlSeconds;
+  const ca = o.ca();
+  const leaf = await ca.sign({ publicKey: csr.publicKey, uriSans: [identity], ttlSeconds });
+  o.onIssued?.(identity, true);
+  return ca.chainFor(leaf);
+}
+
+/** Registers the service on a gRPC server. Failures become gRPC statuses; nothing throws out of a call. */
+export function registerCertificateService(server: grpc.Server, o: CaServiceOptions): void {
+  server.addService(certificateServiceDefinition, {
+    CreateCertificate: (call: grpc.ServerUnaryCall<istio.v1.auth.IstioCertificateRequest, unknown>, cb: grpc.sendUnaryData<istio.v1.auth.IstioCertificateResponse.$Properties>) => {
+      createCertificate(o, call.request, call.metadata).then(
+        (chain) => cb(null, { cert_chain: chain }),
+        (err: Error) => {
+          const code = err instanceof CaFailure ? err.code : grpc.status.INTERNAL;
+          o.onIssued?.("", false, err.message);
+          cb({ code, details: err instanceof CaFailure ? err.message : `internal error: ${err.message}` });
+        },
+      );
+    },
+  });
+}
