@@ -1,0 +1,155 @@
+// The node agent: level-triggered enrollment of the pods on this node. For every pod it compares what should be
+// (enrollment decision) with what is (rules in the pod netns, the pod known to ztunnel, the redirection
+// annotation) and closes the gap: rules first, then the hand-off to ztunnel, and the annotation "enabled" only
+// once ztunnel has acked ("pending" until then — the rules already send the pod's traffic to ztunnel's ports, so
+// nothing bypasses it). Un-enrollment removes the rules, tells ztunnel and drops the annotation.
+import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig } from "@kubernetes/client-node";
+import { informerCollection, kubeKey, sources, type Collection } from "@ambit/kube";
+import { Annotations } from "@ambit/protocol";
+import { closeFd, openNetns } from "@ambit/sys";
+import { enrollment, type NamespaceLike, type PodLike } from "./enrollment.js";
+import { netnsByIp } from "./podnetns.js";
+import { applyRules, removeRules, RedirectError } from "./redirect/index.js";
+import { ZdsServer } from "./zds/index.js";
+
+export interface AgentOptions {
+  kc: KubeConfig;
+  nodeName: string;
+  excludedNamespaces: string[];
+  zdsSocket: string;
+  dnsCapture: boolean;
+  log?: (msg: string, fields?: object) => void;
+}
+
+type Pod = PodLike & { metadata: { uid?: string }; spec?: { serviceAccountName?: string | null; nodeName?: string | null } };
+
+interface Enrolled {
+  netns: string;
+  acked: boolean;
+}
+
+export class CniAgent {
+  readonly zds: ZdsServer;
+  private readonly core: CoreV1Api;
+  private pods!: Collection<Pod>;
+  private namespaces!: Collection<NamespaceLike>;
+  private readonly enrolled = new Map<string, Enrolled>(); // by pod key ns/name
+  private readonly queue = new Map<string, Promise<void>>();
+  private readonly excluded: Set<string>;
+  private readonly log: (msg: string, fields?: object) => void;
+
+  constructor(private readonly o: AgentOptions) {
+    this.core = o.kc.makeApiClient(CoreV1Api);
+    this.excluded = new Set(o.excludedNamespaces);
+    this.log = o.log ?? ((msg, fields) => console.log(JSON.stringify({ level: "info", msg, ...fields })));
+    this.zds = new ZdsServer({
+      socketPath: o.zdsSocket,
+      onPodStatus: (s) => {
+        if (s.kind !== "add") return;
+        const key = [...this.enrolled.keys()].find((k) => this.pods.get(k)?.metadata.uid === s.uid);
+        if (key) this.enqueue(key, async () => this.ztunnelAnswered(key, s.ok, s.error));
+      },
+    });
+  }
+
+  async start(): Promise<void> {
+    this.pods = informerCollection(this.o.kc, { ...sources.pods(this.o.kc), fieldSelector: `spec.nodeName=${this.o.nodeName}` }) as unknown as Collection<Pod>;
+    this.namespaces = informerCollection(this.o.kc, sources.namespaces(this.o.kc)) as unknown as Collection<NamespaceLike>;
+    await Promise.all([this.pods.synced, this.namespaces.synced]);
+    this.pods.subscribe((b) => b.forEach((e) => this.enqueue(e.key, () => this.reconcile(e.key))), { replay: true });
+    this.namespaces.subscribe((b) => {
+      for (const e of b) for (const p of this.pods.list()) if (p.metadata.namespace === e.key) this.enqueue(kubeKey(p), () => this.reconcile(kubeKey(p)));
+    });
+    // Only once every existing pod is reconciled (rules checked and repaired, netns found) does ztunnel get to
+    // connect, so its snapshot is complete.
+    await Promise.all([...this.queue.values()]);
+    await this.zds.listen();
+  }
+
+  /** Serializes the work on one pod; the latest state is always what reconcile reads. */
+  private enqueue(key: string, work: () => Promise<void>): void {
+    const prev = this.queue.get(key) ?? Promise.resolve();
+    const next = prev.then(work).catch((err: Error) => this.log("reconcile failed", { pod: key, err: err.message }));
+    this.queue.set(key, next);
+    void next.then(() => { if (this.queue.get(key) === next) this.queue.delete(key); });
+  }
+
+  private async reconcile(key: string): Promise<void> {
+    const pod = this.pods.get(key);
+    const current = this.enrolled.get(key);
+    const running = pod && !pod.metadata.deletionTimestamp && pod.status?.phase === "Running" && pod.status.podIP;
+    const want = pod && running ? enrollment(pod, this.namespaces.get(pod.metadata.namespace ?? ""), this.excluded) : { enroll: false, reason: "the pod is gone or not running" };
+    if (want.enroll && pod) return this.enroll(key, pod, current);
+    if (current || pod?.metadata.annotations?.[Annotations.redirection]) await this.unenroll(key, pod, current, want.reason);
+  }
+
+  private async enroll(key: string, pod: Pod, current: Enrolled | undefined): Promise<void> {
+    let netns = current?.netns;
+    if (!netns) {
+      netns = (await netnsByIp()).get(pod.status!.podIP!);
+      if (!netns) throw new Error(`no network namespace on this node has the pod's IP ${pod.status!.podIP}`);
+    }
+    await applyRules(netns, { dnsCapture: this.o.dnsCapture, ipv6: true });
+    if (!current) {
+      this.enrolled.set(key, { netns, acked: false });
+      // A pod already marked (by an earlier run of the agent) keeps its mark: its rules never went away.
+      if (!pod.metadata.annotations?.[Annotations.redirection]) await this.annotate(pod, "pending");
+      const fd = openNetns(netns);
+      const info = { name: pod.metadata.name, namespace: pod.metadata.namespace ?? "", serviceAccount: pod.spec?.serviceAccountName ?? "default" };
+      let sent: Promise<void>;
+      try {
+        // The server owns the fd from here. It sends the pod to the newest ztunnel; without one the pod stays
+        // pending and goes out in the next snapshot.
+        sent = this.zds.addWorkload({ uid: pod.metadata.uid!, info, netnsFd: fd });
+      } catch (err) {
+        closeFd(fd);
+        throw err;
+      }
+      sent.catch(() => undefined);
+      this.log("enrolled", { pod: key, netns });
+    }
+  }
+
+  private async ztunnelAnswered(key: string, ok: boolean, error: string): Promise<void> {
+    const e = this.enrolled.get(key);
+    const pod = this.pods.get(key);
+    if (!e || !pod) return;
+    if (!ok) {
+      this.log("ztunnel refused the pod", { pod: key, error });
+      return;
+    }
+    e.acked = true;
+    await this.annotate(pod, "enabled");
+  }
+
+  private async unenroll(key: string, pod: Pod | undefined, current: Enrolled | undefined, reason: string): Promise<void> {
+    if (current) {
+      await removeRules(current.netns).catch((err: Error) => {
+        if (!(err instanceof RedirectError && err.code === "NETNS_NOT_FOUND")) throw err;
+      });
+      const uid = pod?.metadata.uid ?? this.zds.podUids().find((u) => this.zds.getPod(u)?.info.name === key.split("/")[1]);
+      if (uid) {
+        await this.zds.delWorkload(uid).catch(() => undefined);
+        this.zds.removePod(uid);
+      }
+      this.enrolled.delete(key);
+      this.log("unenrolled", { pod: key, reason });
+    }
+    if (pod?.metadata.annotations?.[Annotations.redirection] && !pod.metadata.deletionTimestamp) await this.annotate(pod, null);
+  }
+
+  private async annotate(pod: Pod, value: "pending" | "enabled" | null): Promise<void> {
+    if ((pod.metadata.annotations?.[Annotations.redirection] ?? null) === value) return;
+    await this.core.patchNamespacedPod({
+      name: pod.metadata.name, namespace: pod.metadata.namespace!,
+      body: { metadata: { annotations: { [Annotations.redirection]: value } } },
+    }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.queue.values()]);
+    await (this.pods as unknown as { stop(): Promise<void> }).stop();
+    await (this.namespaces as unknown as { stop(): Promise<void> }).stop();
+    await this.zds.close();
+  }
+}

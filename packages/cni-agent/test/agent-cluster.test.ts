@@ -1,0 +1,139 @@
+// The agent on the local cluster: enrollment by namespace label without restarts, the hand-off to a ztunnel
+// over ZDS (a test client speaking the protocol), pending until acked, blocked-not-bypassed without ztunnel,
+// un-enrollment, excluded namespaces, and a restart that leaves the rules identical and repairs tampering.
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+import { KubeConfig } from "@kubernetes/client-node";
+import { adminApi, down, paths, up, waitFor, type Api } from "@ambit/localcluster";
+import { decodeRequest, encodeAck, encodeHello, type ZdsRequest } from "@ambit/protocol";
+import { SeqpacketSocket, closeFd, getOriginalDst, isNetnsFd, listenInNetns } from "@ambit/sys";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CniAgent } from "../src/agent.js";
+import { inspectRules } from "../src/redirect/index.js";
+
+if (process.getuid?.() !== 0) throw new Error("the agent's cluster tests need root");
+
+const NS = "shop";
+const socketPath = () => join(paths.nodeRoot("node-1"), "var/run/ztunnel/ztunnel.sock");
+let api: Api;
+let agent: CniAgent;
+
+const newAgent = () => {
+  const kc = new KubeConfig();
+  kc.loadFromFile(paths.adminKubeconfig());
+  return new CniAgent({ kc, nodeName: "node-1", excludedNamespaces: ["istio-system", "kube-system"], zdsSocket: socketPath(), dnsCapture: false, log: () => undefined });
+};
+
+/** A ztunnel stand-in: says hello, records every request, acks everything, keeps the received netns fds. */
+async function fakeZtunnel() {
+  const sock = await SeqpacketSocket.connect(socketPath());
+  const requests: (ZdsRequest & { fd?: number })[] = [];
+  sock.on("message", ({ data, fds }) => {
+    const req = decodeRequest(data, fds.length);
+    requests.push({ ...req, ...(fds[0] !== undefined ? { fd: fds[0] } : {}) });
+    void sock.send(encodeAck()).catch(() => undefined);
+  });
+  await sock.send(encodeHello());
+  return { sock, requests, close: () => { sock.destroy(); for (const r of requests) if (r.fd !== undefined) try { closeFd(r.fd); } catch { /* closed */ } } };
+}
+
+const annotation = async (name: string, ns = NS) =>
+  (await api.get<{ metadata: { annotations?: Record<string, string> } }>(`/api/v1/namespaces/${ns}/pods/${name}`)).metadata.annotations?.["ambient.istio.io/redirection"];
+const podNetns = async (name: string, ns = NS) => `/var/run/netns/ambit-pod-${(await api.get<{ metadata: { uid: string } }>(`/api/v1/namespaces/${ns}/pods/${name}`)).metadata.uid}`;
+const iptablesSave = (netns: string) => execFileSync("nsenter", [`--net=${netns}`, "iptables-save"]).toString().split("\n").filter((l) => !l.startsWith("#") && !l.startsWith(":")).join("\n");
+const echoPod = (name: string) => ({ metadata: { name }, spec: { nodeName: "node-1", containers: [{ name: "echo", image: "ambit/echo" }] } });
+
+beforeAll(async () => {
+  await up({ nodes: 1, progress: () => undefined });
+  api = adminApi();
+  for (const ns of [NS, "istio-system"]) await api.post("/api/v1/namespaces", { metadata: { name: ns } });
+  await api.post(`/api/v1/namespaces/${NS}/pods`, echoPod("web"));
+  await api.post("/api/v1/namespaces/kube-system/pods", { ...echoPod("sys"), metadata: { name: "sys", labels: { "istio.io/dataplane-mode": "ambient" } } });
+  await waitFor("running pods", async () => {
+    const phases = await Promise.all([`${NS}/pods/web`, "kube-system/pods/sys"].map((p) => api.get<{ status: { phase?: string } }>(`/api/v1/namespaces/${p}`).then((x) => x.status.phase)));
+    return phases.every((p) => p === "Running");
+  }, 60_000, 200);
+  agent = newAgent();
+  await agent.start();
+});
+
+afterAll(async () => {
+  await agent?.stop();
+  await down();
+});
+
+describe("enrollment", () => {
+  it("leaves pods alone until their namespace is labelled, then enrolls them in place (pending without ztunnel)", async () => {
+    const web = await podNetns("web");
+    expect((await inspectRules(web, { dnsCapture: false, ipv6: true })).present).toBe(false);
+    expect(await annotation("web")).toBeUndefined();
+    await api.patch(`/api/v1/namespaces/${NS}`, { metadata: { labels: { "istio.io/dataplane-mode": "ambient" } } });
+    await waitFor("web pending", async () => (await annotation("web")) === "pending", 30_000, 100);
+    expect((await inspectRules(web, { dnsCapture: false, ipv6: true })).clean).toBe(true);
+    // No ztunnel: the pod's outbound TCP goes to 15001, where nothing listens: blocked, not bypassed.
+    const res = execFileSync("nsenter", [`--net=${web}`, process.execPath, "-e",
+      `require("net").connect(443,"10.96.0.1").on("connect",()=>{console.log("connected");process.exit(0)}).on("error",e=>{console.log(e.code);process.exit(0)})`]).toString().trim();
+    expect(res).toBe("ECONNREFUSED");
+    // The pod was not restarted.
+    const pod = await api.get<{ status: { containerStatuses: { restartCount: number }[] } }>(`/api/v1/namespaces/${NS}/pods/web`);
+    expect(pod.status.containerStatuses[0]!.restartCount).toBe(0);
+  });
+
+  it("never enrolls a pod of an excluded namespace, even when it asks", async () => {
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await annotation("sys", "kube-system")).toBeUndefined();
+    expect((await inspectRules(await podNetns("sys", "kube-system"), { dnsCapture: false, ipv6: true })).present).toBe(false);
+  });
+});
+
+describe("the hand-off to ztunnel", () => {
+  let zt: Awaited<ReturnType<typeof fakeZtunnel>>;
+  afterAll(() => zt?.close());
+
+  it("sends ztunnel a snapshot with a usable netns fd per enrolled pod, then marks them enabled", async () => {
+    zt = await fakeZtunnel();
+    await waitFor("the snapshot", async () => zt.requests.some((r) => r.kind === "snapshot_sent"), 30_000, 50);
+    const add = zt.requests.find((r) => r.kind === "add" && r.info.name === "web") as ZdsRequest & { fd?: number; kind: "add" };
+    expect(add.info).toEqual({ name: "web", namespace: NS, serviceAccount: "default" });
+    expect(isNetnsFd(add.fd!)).toBe(true);
+    await waitFor("web enabled", async () => (await annotation("web")) === "enabled", 30_000, 100);
+    // The fd really is the pod's netns: a listener made through it on 15001 receives the pod's redirected traffic.
+    const server = await listenInNetns({ netns: add.fd!, host: "0.0.0.0", port: 15001 });
+    const dst = new Promise<string>((resolve) => server.once("connection", (s) => { const d = getOriginalDst(s); resolve(`${d.address}:${d.port}`); s.destroy(); }));
+    execFileSync("nsenter", [`--net=${await podNetns("web")}`, process.execPath, "-e", `require("net").connect(443,"10.96.0.1").on("error",()=>{}).on("connect",function(){this.destroy()})`]);
+    expect(await dst).toBe("10.96.0.1:443");
+    server.close();
+  });
+
+  it("hands over a pod started in an enrolled namespace", async () => {
+    await api.post(`/api/v1/namespaces/${NS}/pods`, echoPod("late"));
+    await waitFor("late enabled", async () => (await annotation("late")) === "enabled", 60_000, 100);
+    expect(zt.requests.some((r) => r.kind === "add" && r.info.name === "late")).toBe(true);
+  });
+
+  it("restarts without touching the rules, re-sends the snapshot, and repairs tampered rules", async () => {
+    const web = await podNetns("web");
+    const before = iptablesSave(web);
+    execFileSync("nsenter", [`--net=${await podNetns("late")}`, "iptables", "-t", "nat", "-F", "ISTIO_OUTPUT"]);
+    await agent.stop();
+    zt.close();
+    expect(iptablesSave(web)).toBe(before);
+    agent = newAgent();
+    await agent.start();
+    zt = await fakeZtunnel();
+    await waitFor("a new snapshot", async () => zt.requests.some((r) => r.kind === "snapshot_sent"), 30_000, 50);
+    expect(zt.requests.filter((r) => r.kind === "add").map((r) => (r as { info: { name: string } }).info.name).sort()).toEqual(["late", "web"]);
+    expect(iptablesSave(web)).toBe(before);
+    await waitFor("late repaired", async () => (await inspectRules(await podNetns("late"), { dnsCapture: false, ipv6: true })).clean, 30_000, 100);
+  });
+
+  it("un-enrolls when the label goes: rules removed, ztunnel told, annotation dropped, no restart", async () => {
+    const web = await podNetns("web");
+    await api.patch(`/api/v1/namespaces/${NS}`, { metadata: { labels: { "istio.io/dataplane-mode": null } } });
+    await waitFor("web un-enrolled", async () => (await annotation("web")) === undefined, 30_000, 100);
+    expect((await inspectRules(web, { dnsCapture: false, ipv6: true })).present).toBe(false);
+    await waitFor("DelWorkload", async () => zt.requests.filter((r) => r.kind === "del").length >= 2, 30_000, 50);
+    const pod = await api.get<{ status: { containerStatuses: { restartCount: number }[] } }>(`/api/v1/namespaces/${NS}/pods/web`);
+    expect(pod.status.containerStatuses[0]!.restartCount).toBe(0);
+  });
+});
