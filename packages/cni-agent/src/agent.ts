@@ -8,12 +8,15 @@ import { informerCollection, kubeKey, sources, type Collection } from "@ambit/ku
 import { Annotations } from "@ambit/protocol";
 import { closeFd, openNetns } from "@ambit/sys";
 import { enrollment, type NamespaceLike, type PodLike } from "./enrollment.js";
+import { installPlugin } from "./cni-install.js";
 import { netnsByIp } from "./podnetns.js";
 import { applyRules, removeRules, RedirectError } from "./redirect/index.js";
-import { ZdsServer } from "./zds/index.js";
+import { ZdsNotConnectedError, ZdsServer } from "./zds/index.js";
 
 export interface AgentOptions {
   kc: KubeConfig;
+  /** Where the node's CNI configuration and plugins live; when set, the chained plugin is installed there. */
+  cni?: { confDir: string; binDir: string; socket: string };
   nodeName: string;
   excludedNamespaces: string[];
   zdsSocket: string;
@@ -37,6 +40,7 @@ export class CniAgent {
   private readonly queue = new Map<string, Promise<void>>();
   private readonly excluded: Set<string>;
   private readonly log: (msg: string, fields?: object) => void;
+  private plugin: { close(): Promise<void> } | undefined;
 
   constructor(private readonly o: AgentOptions) {
     this.core = o.kc.makeApiClient(CoreV1Api);
@@ -53,6 +57,7 @@ export class CniAgent {
   }
 
   async start(): Promise<void> {
+    if (this.o.cni) this.plugin = await installPlugin(this.o.kc, this.o.cni, (req) => this.cniAdd(req));
     this.pods = informerCollection(this.o.kc, { ...sources.pods(this.o.kc), fieldSelector: `spec.nodeName=${this.o.nodeName}` }) as unknown as Collection<Pod>;
     this.namespaces = informerCollection(this.o.kc, sources.namespaces(this.o.kc)) as unknown as Collection<NamespaceLike>;
     await Promise.all([this.pods.synced, this.namespaces.synced]);
@@ -77,14 +82,38 @@ export class CniAgent {
   private async reconcile(key: string): Promise<void> {
     const pod = this.pods.get(key);
     const current = this.enrolled.get(key);
-    const running = pod && !pod.metadata.deletionTimestamp && pod.status?.phase === "Running" && pod.status.podIP;
-    const want = pod && running ? enrollment(pod, this.namespaces.get(pod.metadata.namespace ?? ""), this.excluded) : { enroll: false, reason: "the pod is gone or not running" };
-    if (want.enroll && pod) return this.enroll(key, pod, current);
+    const phase = pod?.status?.phase;
+    const alive = pod && !pod.metadata.deletionTimestamp && phase !== "Succeeded" && phase !== "Failed";
+    const want = pod && alive ? enrollment(pod, this.namespaces.get(pod.metadata.namespace ?? ""), this.excluded) : { enroll: false, reason: "the pod is gone or finished" };
+    if (want.enroll && pod) {
+      // Without the CNI plugin's netns, the pod is found by its IP once it has one.
+      if (current || pod.status?.podIP) {
+        await this.enroll(key, pod, current).catch((err: Error) => {
+          // Without ztunnel the pod stays pending (and is in the next snapshot); its traffic is blocked meanwhile.
+          if (!(err instanceof ZdsNotConnectedError)) throw err;
+        });
+      }
+      return;
+    }
     if (current || pod?.metadata.annotations?.[Annotations.redirection]) await this.unenroll(key, pod, current, want.reason);
   }
 
-  private async enroll(key: string, pod: Pod, current: Enrolled | undefined): Promise<void> {
-    let netns = current?.netns;
+  /** The CNI plugin's ADD: enroll now (before any container runs) if the pod belongs in the mesh. */
+  async cniAdd(req: { namespace: string; name: string; netns: string }): Promise<{ enrolled: boolean; reason: string }> {
+    const pod = (await this.core.readNamespacedPod({ name: req.name, namespace: req.namespace })) as unknown as Pod;
+    const d = enrollment(pod, this.namespaces.get(req.namespace), this.excluded);
+    if (!d.enroll) return { enrolled: false, reason: d.reason };
+    const key = `${req.namespace}/${req.name}`;
+    // As Istio's agent does, the pod starts only once ztunnel has it: otherwise the ADD fails and is retried.
+    await new Promise<void>((resolve, reject) =>
+      this.enqueue(key, () => this.enroll(key, pod, this.enrolled.get(key), req.netns).then(resolve, (err: Error) => { reject(err); throw err; })));
+    if (!this.enrolled.get(key)?.acked) throw new ZdsNotConnectedError();
+    return { enrolled: true, reason: d.reason };
+  }
+
+  /** Rules in place, then the hand-off to ztunnel; resolves on its ack (rejects without ztunnel, or on a NACK). */
+  private async enroll(key: string, pod: Pod, current: Enrolled | undefined, netnsFromCni?: string): Promise<void> {
+    let netns = current?.netns ?? netnsFromCni;
     if (!netns) {
       netns = (await netnsByIp()).get(pod.status!.podIP!);
       if (!netns) throw new Error(`no network namespace on this node has the pod's IP ${pod.status!.podIP}`);
@@ -105,8 +134,9 @@ export class CniAgent {
         closeFd(fd);
         throw err;
       }
-      sent.catch(() => undefined);
       this.log("enrolled", { pod: key, netns });
+      await sent;
+      this.enrolled.get(key)!.acked = true;
     }
   }
 
@@ -147,6 +177,7 @@ export class CniAgent {
   }
 
   async stop(): Promise<void> {
+    await this.plugin?.close();
     await Promise.all([...this.queue.values()]);
     await (this.pods as unknown as { stop(): Promise<void> }).stop();
     await (this.namespaces as unknown as { stop(): Promise<void> }).stop();

@@ -2,6 +2,7 @@
 // over ZDS (a test client speaking the protocol), pending until acked, blocked-not-bypassed without ztunnel,
 // un-enrollment, excluded namespaces, and a restart that leaves the rules identical and repairs tampering.
 import { execFileSync } from "node:child_process";
+import type { Server } from "node:net";
 import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { adminApi, down, paths, up, waitFor, type Api } from "@ambit/localcluster";
@@ -21,20 +22,41 @@ let agent: CniAgent;
 const newAgent = () => {
   const kc = new KubeConfig();
   kc.loadFromFile(paths.adminKubeconfig());
-  return new CniAgent({ kc, nodeName: "node-1", excludedNamespaces: ["istio-system", "kube-system"], zdsSocket: socketPath(), dnsCapture: false, log: () => undefined });
+  const root = paths.nodeRoot("node-1");
+  return new CniAgent({
+    kc, nodeName: "node-1", excludedNamespaces: ["istio-system", "kube-system"], zdsSocket: socketPath(), dnsCapture: false, log: () => undefined,
+    cni: { confDir: join(root, "etc/cni/net.d"), binDir: join(root, "opt/cni/bin"), socket: join(root, "var/run/ambit/cni.sock") },
+  });
 };
 
-/** A ztunnel stand-in: says hello, records every request, acks everything, keeps the received netns fds. */
-async function fakeZtunnel() {
+/**
+ * A ztunnel stand-in: says hello, records every request, keeps the received netns fds and acks everything. With
+ * `proxy`, like ztunnel it first opens 15001 inside each added pod's netns (recording original destinations).
+ */
+async function fakeZtunnel(proxy = false) {
   const sock = await SeqpacketSocket.connect(socketPath());
   const requests: (ZdsRequest & { fd?: number })[] = [];
+  const seen = new Map<string, string[]>();
+  const servers: Server[] = [];
+  let chain = Promise.resolve();
   sock.on("message", ({ data, fds }) => {
     const req = decodeRequest(data, fds.length);
     requests.push({ ...req, ...(fds[0] !== undefined ? { fd: fds[0] } : {}) });
-    void sock.send(encodeAck()).catch(() => undefined);
+    chain = chain.then(async () => {
+      if (proxy && req.kind === "add" && fds[0] !== undefined) {
+        const server = await listenInNetns({ netns: fds[0], host: "0.0.0.0", port: 15001 });
+        server.on("connection", (c) => { const d = getOriginalDst(c); seen.set(req.info.name, [...(seen.get(req.info.name) ?? []), `${d.address}:${d.port}`]); c.end(); });
+        servers.push(server);
+      }
+      await sock.send(encodeAck()).catch(() => undefined);
+    });
   });
   await sock.send(encodeHello());
-  return { sock, requests, close: () => { sock.destroy(); for (const r of requests) if (r.fd !== undefined) try { closeFd(r.fd); } catch { /* closed */ } } };
+  return { sock, requests, seen, close: () => {
+    sock.destroy();
+    for (const srv of servers) srv.close();
+    for (const r of requests) if (r.fd !== undefined) try { closeFd(r.fd); } catch { /* closed */ }
+  } };
 }
 
 const annotation = async (name: string, ns = NS) =>
@@ -111,6 +133,40 @@ describe("the hand-off to ztunnel", () => {
     expect(zt.requests.some((r) => r.kind === "add" && r.info.name === "late")).toBe(true);
   });
 
+  it("redirects a pod created in an enrolled namespace before its first connection (the chained CNI plugin)", async () => {
+    zt.close();
+    zt = await fakeZtunnel(true);
+    await waitFor("the snapshot", async () => zt.requests.some((r) => r.kind === "snapshot_sent"), 30_000, 50);
+    const conflist = execFileSync("sh", ["-c", `cat ${join(paths.nodeRoot("node-1"), "etc/cni/net.d")}/*.conflist`]).toString();
+    expect(JSON.parse(conflist).plugins.map((p: { type: string }) => p.type)).toEqual(["ambit-local-bridge", "ambit-cni"]);
+    await api.post(`/api/v1/namespaces/${NS}/pods`, { metadata: { name: "first" }, spec: { nodeName: "node-1", restartPolicy: "Never", containers: [{
+      name: "main", image: "ambit/host", command: [process.execPath, "-e",
+        `require("net").connect(443,"10.96.0.1").on("connect",()=>{console.log("connected");process.exit(0)}).on("error",e=>{console.log(e.code);process.exit(1)})`],
+    }] } });
+    await waitFor("first finished", async () => ["Succeeded", "Failed"].includes((await api.get<{ status: { phase: string } }>(`/api/v1/namespaces/${NS}/pods/first`)).status.phase), 60_000, 100);
+    // The very first connection of the container reached "ztunnel" on 15001, with its real destination.
+    expect(zt.seen.get("first")).toEqual(["10.96.0.1:443"]);
+    expect((await api.get<{ status: { phase: string } }>(`/api/v1/namespaces/${NS}/pods/first`)).status.phase).toBe("Succeeded");
+  });
+
+  it("keeps a pod of an enrolled namespace from starting while the agent is down, but not other pods", async () => {
+    await agent.stop();
+    await api.post(`/api/v1/namespaces/${NS}/pods`, echoPod("blocked"));
+    await api.post("/api/v1/namespaces/default/pods", echoPod("free"));
+    await waitFor("free running", async () => (await api.get<{ status: { phase: string } }>("/api/v1/namespaces/default/pods/free")).status.phase === "Running", 60_000, 100);
+    await waitFor("the refusal event", async () => {
+      const ev = await api.get<{ items: { involvedObject: { name: string }; reason: string; message: string }[] }>(`/api/v1/namespaces/${NS}/events`);
+      return ev.items.some((e) => e.involvedObject.name === "blocked" && e.reason === "FailedCreatePodSandBox" && /refusing to start it unprotected/.test(e.message));
+    }, 30_000, 100);
+    expect((await api.get<{ status: { phase?: string } }>(`/api/v1/namespaces/${NS}/pods/blocked`)).status.phase).toBe("Pending");
+    zt.close();
+    agent = newAgent();
+    await agent.start();
+    zt = await fakeZtunnel(true);
+    await waitFor("blocked running once the agent is back", async () => (await api.get<{ status: { phase?: string } }>(`/api/v1/namespaces/${NS}/pods/blocked`)).status.phase === "Running", 90_000, 200);
+    await waitFor("blocked enabled", async () => (await annotation("blocked")) === "enabled", 30_000, 100);
+  });
+
   it("restarts without touching the rules, re-sends the snapshot, and repairs tampered rules", async () => {
     const web = await podNetns("web");
     const before = iptablesSave(web);
@@ -122,7 +178,7 @@ describe("the hand-off to ztunnel", () => {
     await agent.start();
     zt = await fakeZtunnel();
     await waitFor("a new snapshot", async () => zt.requests.some((r) => r.kind === "snapshot_sent"), 30_000, 50);
-    expect(zt.requests.filter((r) => r.kind === "add").map((r) => (r as { info: { name: string } }).info.name).sort()).toEqual(["late", "web"]);
+    expect(zt.requests.filter((r) => r.kind === "add").map((r) => (r as { info: { name: string } }).info.name).sort()).toEqual(["blocked", "late", "web"]);
     expect(iptablesSave(web)).toBe(before);
     await waitFor("late repaired", async () => (await inspectRules(await podNetns("late"), { dnsCapture: false, ipv6: true })).clean, 30_000, 100);
   });
@@ -132,7 +188,7 @@ describe("the hand-off to ztunnel", () => {
     await api.patch(`/api/v1/namespaces/${NS}`, { metadata: { labels: { "istio.io/dataplane-mode": null } } });
     await waitFor("web un-enrolled", async () => (await annotation("web")) === undefined, 30_000, 100);
     expect((await inspectRules(web, { dnsCapture: false, ipv6: true })).present).toBe(false);
-    await waitFor("DelWorkload", async () => zt.requests.filter((r) => r.kind === "del").length >= 2, 30_000, 50);
+    await waitFor("DelWorkload", async () => zt.requests.filter((r) => r.kind === "del").length >= 3, 30_000, 50);
     const pod = await api.get<{ status: { containerStatuses: { restartCount: number }[] } }>(`/api/v1/namespaces/${NS}/pods/web`);
     expect(pod.status.containerStatuses[0]!.restartCount).toBe(0);
   });
