@@ -8,13 +8,17 @@ import { informerCollection, kubeKey, sources, type Collection } from "@ambit/ku
 import { Annotations } from "@ambit/protocol";
 import { closeFd, openNetns } from "@ambit/sys";
 import { enrollment, type NamespaceLike, type PodLike } from "./enrollment.js";
+import type { Server } from "node:http";
 import { installPlugin } from "./cni-install.js";
+import { AgentMetrics, startMonitoring } from "./monitoring.js";
 import { netnsByIp } from "./podnetns.js";
 import { applyRules, removeRules, RedirectError } from "./redirect/index.js";
 import { ZdsNotConnectedError, ZdsServer } from "./zds/index.js";
 
 export interface AgentOptions {
   kc: KubeConfig;
+  /** Port of /healthz, /readyz and /metrics (0: any free port; undefined: not served). */
+  monitoringPort?: number;
   /** Where the node's CNI configuration and plugins live; when set, the chained plugin is installed there. */
   cni?: { confDir: string; binDir: string; socket: string };
   nodeName: string;
@@ -41,6 +45,9 @@ export class CniAgent {
   private readonly excluded: Set<string>;
   private readonly log: (msg: string, fields?: object) => void;
   private plugin: { close(): Promise<void> } | undefined;
+  readonly metrics = new AgentMetrics();
+  private monitoring: Server | undefined;
+  private ready = false;
 
   constructor(private readonly o: AgentOptions) {
     this.core = o.kc.makeApiClient(CoreV1Api);
@@ -56,7 +63,15 @@ export class CniAgent {
     });
   }
 
+  /** The monitoring server's port, once listening. */
+  get monitoringPort(): number | undefined {
+    return (this.monitoring?.address() as { port?: number } | null)?.port;
+  }
+
   async start(): Promise<void> {
+    if (this.o.monitoringPort !== undefined) this.monitoring = await startMonitoring(this.o.monitoringPort, "0.0.0.0", this.metrics, () => this.ready);
+    this.zds.on("connected", () => this.metrics.ztunnels.set(this.zds.connected));
+    this.zds.on("disconnected", () => this.metrics.ztunnels.set(this.zds.connected));
     if (this.o.cni) this.plugin = await installPlugin(this.o.kc, this.o.cni, (req) => this.cniAdd(req));
     this.pods = informerCollection(this.o.kc, { ...sources.pods(this.o.kc), fieldSelector: `spec.nodeName=${this.o.nodeName}` }) as unknown as Collection<Pod>;
     this.namespaces = informerCollection(this.o.kc, sources.namespaces(this.o.kc)) as unknown as Collection<NamespaceLike>;
@@ -69,12 +84,16 @@ export class CniAgent {
     // connect, so its snapshot is complete.
     await Promise.all([...this.queue.values()]);
     await this.zds.listen();
+    this.ready = true;
   }
 
   /** Serializes the work on one pod; the latest state is always what reconcile reads. */
   private enqueue(key: string, work: () => Promise<void>): void {
     const prev = this.queue.get(key) ?? Promise.resolve();
-    const next = prev.then(work).catch((err: Error) => this.log("reconcile failed", { pod: key, err: err.message }));
+    const next = prev.then(work).catch((err: Error) => {
+      this.metrics.failures.inc({ op: "reconcile" });
+      this.log("reconcile failed", { pod: key, err: err.message });
+    }).finally(() => this.metrics.enrolled.set(this.enrolled.size));
     this.queue.set(key, next);
     void next.then(() => { if (this.queue.get(key) === next) this.queue.delete(key); });
   }
@@ -177,6 +196,8 @@ export class CniAgent {
   }
 
   async stop(): Promise<void> {
+    this.ready = false;
+    await new Promise<void>((r) => (this.monitoring ? this.monitoring.close(() => r()) : r()));
     await this.plugin?.close();
     await Promise.all([...this.queue.values()]);
     await (this.pods as unknown as { stop(): Promise<void> }).stop();

@@ -24,7 +24,7 @@ const newAgent = () => {
   kc.loadFromFile(paths.adminKubeconfig());
   const root = paths.nodeRoot("node-1");
   return new CniAgent({
-    kc, nodeName: "node-1", excludedNamespaces: ["istio-system", "kube-system"], zdsSocket: socketPath(), dnsCapture: false, log: () => undefined,
+    kc, nodeName: "node-1", excludedNamespaces: ["istio-system", "kube-system"], zdsSocket: socketPath(), dnsCapture: false, log: () => undefined, monitoringPort: 0,
     cni: { confDir: join(root, "etc/cni/net.d"), binDir: join(root, "opt/cni/bin"), socket: join(root, "var/run/ambit/cni.sock") },
   });
 };
@@ -181,6 +181,15 @@ describe("the hand-off to ztunnel", () => {
     expect(zt.requests.filter((r) => r.kind === "add").map((r) => (r as { info: { name: string } }).info.name).sort()).toEqual(["blocked", "late", "web"]);
     expect(iptablesSave(web)).toBe(before);
     await waitFor("late repaired", async () => (await inspectRules(await podNetns("late"), { dnsCapture: false, ipv6: true })).clean, 30_000, 100);
+  });
+
+  it("reports readiness and metrics", async () => {
+    const base = `http://127.0.0.1:${agent.monitoringPort}`;
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/ambit_cni_pods_enrolled 3/);
+    expect(metrics).toMatch(/ambit_cni_ztunnel_connections 1/);
   });
 
   it("un-enrolls when the label goes: rules removed, ztunnel told, annotation dropped, no restart", async () => {
