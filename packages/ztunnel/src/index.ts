@@ -1,1 +1,2 @@
 export * from "./rbac.js";
+export * from "./state.js";
