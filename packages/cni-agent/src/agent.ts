@@ -31,6 +31,7 @@ export interface AgentOptions {
 type Pod = PodLike & { metadata: { uid?: string }; spec?: { serviceAccountName?: string | null; nodeName?: string | null } };
 
 interface Enrolled {
+  uid: string;
   netns: string;
   acked: boolean;
 }
@@ -45,6 +46,7 @@ export class CniAgent {
   private readonly excluded: Set<string>;
   private readonly log: (msg: string, fields?: object) => void;
   private plugin: { close(): Promise<void> } | undefined;
+  private netnsScan: { at: number; byIp: Map<string, string> } | undefined;
   readonly metrics = new AgentMetrics();
   private monitoring: Server | undefined;
   private ready = false;
@@ -57,7 +59,7 @@ export class CniAgent {
       socketPath: o.zdsSocket,
       onPodStatus: (s) => {
         if (s.kind !== "add") return;
-        const key = [...this.enrolled.keys()].find((k) => this.pods.get(k)?.metadata.uid === s.uid);
+        const key = [...this.enrolled].find(([, e]) => e.uid === s.uid)?.[0];
         if (key) this.enqueue(key, async () => this.ztunnelAnswered(key, s.ok, s.error));
       },
     });
@@ -134,12 +136,12 @@ export class CniAgent {
   private async enroll(key: string, pod: Pod, current: Enrolled | undefined, netnsFromCni?: string): Promise<void> {
     let netns = current?.netns ?? netnsFromCni;
     if (!netns) {
-      netns = (await netnsByIp()).get(pod.status!.podIP!);
+      netns = await this.netnsOf(pod.status!.podIP!);
       if (!netns) throw new Error(`no network namespace on this node has the pod's IP ${pod.status!.podIP}`);
     }
     await applyRules(netns, { dnsCapture: this.o.dnsCapture, ipv6: true });
     if (!current) {
-      this.enrolled.set(key, { netns, acked: false });
+      this.enrolled.set(key, { uid: pod.metadata.uid!, netns, acked: false });
       // A pod already marked (by an earlier run of the agent) keeps its mark: its rules never went away.
       if (!pod.metadata.annotations?.[Annotations.redirection]) await this.annotate(pod, "pending");
       const fd = openNetns(netns);
@@ -159,6 +161,17 @@ export class CniAgent {
     }
   }
 
+  /**
+   * A pod's netns by its IP. One scan of the node's namespaces serves the pods reconciled right after it (a restart
+   * reconciles them all at once); an older scan, or one without the IP, is redone (IPs and pids get reused).
+   */
+  private async netnsOf(ip: string): Promise<string | undefined> {
+    if (!this.netnsScan || !this.netnsScan.byIp.has(ip) || Date.now() - this.netnsScan.at > 2000) {
+      this.netnsScan = { at: Date.now(), byIp: await netnsByIp() };
+    }
+    return this.netnsScan.byIp.get(ip);
+  }
+
   private async ztunnelAnswered(key: string, ok: boolean, error: string): Promise<void> {
     const e = this.enrolled.get(key);
     const pod = this.pods.get(key);
@@ -176,11 +189,8 @@ export class CniAgent {
       await removeRules(current.netns).catch((err: Error) => {
         if (!(err instanceof RedirectError && err.code === "NETNS_NOT_FOUND")) throw err;
       });
-      const uid = pod?.metadata.uid ?? this.zds.podUids().find((u) => this.zds.getPod(u)?.info.name === key.split("/")[1]);
-      if (uid) {
-        await this.zds.delWorkload(uid).catch(() => undefined);
-        this.zds.removePod(uid);
-      }
+      await this.zds.delWorkload(current.uid).catch(() => undefined);
+      this.zds.removePod(current.uid);
       this.enrolled.delete(key);
       this.log("unenrolled", { pod: key, reason });
     }
