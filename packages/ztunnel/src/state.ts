@@ -32,6 +32,8 @@ export class ProxyState {
   readonly policies = new PolicyStore();
   private readonly workloadByAddress = new Map<string, string>();
   private readonly serviceByVip = new Map<string, string>();
+  /** Service key → UIDs of the workloads listing it (kept even before the Service arrives). */
+  private readonly endpointsBySvc = new Map<string, Set<string>>();
 
   /** Handler for the Address type of the delta xDS client. */
   applyAddresses(added: { name: string; resource: google.protobuf.Any.$Properties }[], removed: string[]): { errors?: Record<string, string> } {
@@ -68,14 +70,22 @@ export class ProxyState {
     return typeUrl === TypeUrl.authorization ? this.applyAuthorizations.bind(this) : this.applyAddresses.bind(this);
   }
 
+  private workloadAddressKeys(w: Workload): string[] {
+    // Host-network workloads share their node's IP: they are not indexed by address.
+    if (w.network_mode === istio.workload.NetworkMode.HOST_NETWORK) return [];
+    return (w.addresses ?? []).map((a) => networkAddressKey(w.network ?? "", bytesToIp(a)));
+  }
+
+  private serviceVipKeys(s: Service): string[] {
+    return (s.addresses ?? []).map((a) => networkAddressKey(a.network ?? "", bytesToIp(a.address!)));
+  }
+
   private setWorkload(w: Workload): void {
     validateWorkload(w);
     this.removeWorkload(w.uid);
     this.workloads.set(w.uid, w);
-    // Host-network workloads share their node's IP: they are not indexed by address.
-    if (w.network_mode !== istio.workload.NetworkMode.HOST_NETWORK) {
-      for (const a of w.addresses ?? []) this.workloadByAddress.set(networkAddressKey(w.network ?? "", bytesToIp(a)), w.uid);
-    }
+    for (const k of this.workloadAddressKeys(w)) this.workloadByAddress.set(k, w.uid);
+    for (const svc of Object.keys(w.services ?? {})) this.endpointsOf(svc).add(w.uid);
   }
 
   private setService(s: Service): void {
@@ -83,7 +93,7 @@ export class ProxyState {
     const key = `${s.namespace}/${s.hostname}`;
     this.removeService(key);
     this.services.set(key, s);
-    for (const a of s.addresses ?? []) this.serviceByVip.set(networkAddressKey(a.network ?? "", bytesToIp(a.address!)), key);
+    for (const k of this.serviceVipKeys(s)) this.serviceByVip.set(k, key);
   }
 
   /** A removal names a workload UID, else a "<namespace>/<hostname>" service. */
@@ -95,14 +105,23 @@ export class ProxyState {
     const w = this.workloads.get(uid);
     if (!w) return false;
     this.workloads.delete(uid);
-    for (const [k, v] of this.workloadByAddress) if (v === uid) this.workloadByAddress.delete(k);
+    for (const k of this.workloadAddressKeys(w)) if (this.workloadByAddress.get(k) === uid) this.workloadByAddress.delete(k);
+    for (const svc of Object.keys(w.services ?? {})) this.endpointsBySvc.get(svc)?.delete(uid);
     return true;
   }
 
   private removeService(key: string): boolean {
-    if (!this.services.delete(key)) return false;
-    for (const [k, v] of this.serviceByVip) if (v === key) this.serviceByVip.delete(k);
+    const s = this.services.get(key);
+    if (!s) return false;
+    this.services.delete(key);
+    for (const k of this.serviceVipKeys(s)) if (this.serviceByVip.get(k) === key) this.serviceByVip.delete(k);
     return true;
+  }
+
+  private endpointsOf(serviceKey: string): Set<string> {
+    let set = this.endpointsBySvc.get(serviceKey);
+    if (!set) this.endpointsBySvc.set(serviceKey, (set = new Set()));
+    return set;
   }
 
   workloadByIp(network: string, ip: string): Workload | undefined {
@@ -118,7 +137,8 @@ export class ProxyState {
   /** Endpoints of a service: workloads listing it, healthy ones only unless its health policy is ALLOW_ALL. */
   endpoints(serviceKey: string): Workload[] {
     const allowAll = this.services.get(serviceKey)?.load_balancing?.health_policy === istio.workload.LoadBalancing.HealthPolicy.ALLOW_ALL;
-    return [...this.workloads.values()].filter((w) => w.services?.[serviceKey] && (allowAll || w.status !== istio.workload.WorkloadStatus.UNHEALTHY));
+    return [...(this.endpointsBySvc.get(serviceKey) ?? [])].map((uid) => this.workloads.get(uid)!)
+      .filter((w) => allowAll || w.status !== istio.workload.WorkloadStatus.UNHEALTHY);
   }
 
   /** The workload of a pod this ztunnel serves: by name, namespace and service account, on this node (ZDS ↔ xDS join). */
