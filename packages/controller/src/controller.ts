@@ -13,7 +13,7 @@ import { grpcServerOptions } from "@ambit/xds";
 import { NodeAuthorizer } from "./ca/node-authorizer.js";
 import { RootCertPublisher } from "./ca/publisher.js";
 import { RootOfTrust } from "./ca/roots.js";
-import { ServingIdentity } from "./ca/serving.js";
+import { ServingIdentity, istiodDnsNames } from "./ca/serving.js";
 import { registerCertificateService } from "./ca/service.js";
 import { startAdmin } from "./admin.js";
 import { authenticate, type TokenReviewStatus } from "./auth.js";
@@ -23,7 +23,6 @@ import { failClosedStandIn, type AuthorizationPolicy } from "./model/authorizati
 import { buildAmbientIndex, type AmbientIndex, type Inputs } from "./model/index.js";
 import type { MeshSettings } from "./model/types.js";
 import { StatusWriter } from "./status.js";
-import { istiodDnsNames } from "./tls.js";
 import { feedXds, nodeMatchesIdentity } from "./xds.js";
 import { TypeUrl } from "@ambit/protocol";
 

@@ -36,6 +36,11 @@ class MemoryCertificateProvider implements grpc.experimental.CertificateProvider
   }
 }
 
+/** The DNS names of the serving certificate: those of the controller's Service, as istiod's certificate carries them. */
+export function istiodDnsNames(namespace: string, domainSuffix: string): string[] {
+  return ["istiod", "istiod-remote", "istio-pilot"].flatMap((n) => [`${n}.${namespace}.svc`, `${n}.${namespace}.svc.${domainSuffix}`]);
+}
+
 export class ServingIdentity {
   private readonly provider = new MemoryCertificateProvider();
 
