@@ -8,7 +8,9 @@ let passed = 0, failed = 0, skipped = 0;
 for (const file of readdirSync(dir).filter((f) => f.endsWith(".json"))) {
   const r = JSON.parse(readFileSync(join(dir, file), "utf8"));
   passed += r.numPassedTests;
-  failed += r.numFailedTests + (r.numFailedTestSuites ?? 0) * (r.numTotalTests === 0 ? 1 : 0);
+  // A file that failed outside its tests (import error, failing hook) counts as one failure of its own.
+  const brokenFiles = (r.testResults ?? []).filter((f) => f.status === "failed" && !(f.assertionResults ?? []).some((a) => a.status === "failed")).length;
+  failed += r.numFailedTests + brokenFiles;
   skipped += r.numPendingTests + r.numTodoTests;
 }
 console.log(`tests: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
