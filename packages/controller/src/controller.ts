@@ -164,7 +164,15 @@ export class Controller {
     // The CA: its root of trust, the root published to every namespace, and the certificate service.
     await this.roots.start();
     this.publisher = new RootCertPublisher(this.o.kc, inputs.namespaces, () => this.roots.ca.rootsPem(), this.log.child({ scope: "root-cert" }));
-    this.roots.on("change", () => { this.log.info({ source: this.roots.source }, "the CA changed: republishing its root"); this.publisher!.resyncAll(); });
+    // On a new CA: first the serving certificate, then the root for clients — so a client that trusts the newly
+    // published root never meets a certificate from the old one.
+    let serving: ServingIdentity | undefined;
+    this.roots.on("change", () => {
+      this.log.info({ source: this.roots.source }, "the CA changed: re-issuing the serving certificate and republishing the root");
+      void (serving?.issue(this.roots.ca) ?? Promise.resolve())
+        .catch((err: Error) => this.log.error({ err: err.message }, "could not re-issue the serving certificate"))
+        .then(() => this.publisher!.resyncAll());
+    });
     const caOptions = {
       ca: () => this.roots.ca,
       authenticate: (authorization: string | undefined) => authenticate(this.review, authorization, c.TOKEN_AUDIENCES, c.TRUST_DOMAIN),
@@ -183,9 +191,8 @@ export class Controller {
     };
     if (c.XDS_PLAINTEXT_PORT) this.ports.plaintext = await serve(c.XDS_PLAINTEXT_PORT, grpc.ServerCredentials.createInsecure());
     if (c.XDS_TLS_PORT) {
-      const serving = new ServingIdentity(istiodDnsNames(c.POD_NAMESPACE, c.DOMAIN_SUFFIX));
+      serving = new ServingIdentity(istiodDnsNames(c.POD_NAMESPACE, c.DOMAIN_SUFFIX));
       await serving.issue(this.roots.ca);
-      this.roots.on("change", () => void serving.issue(this.roots.ca).catch((err: Error) => this.log.error({ err: err.message }, "could not re-issue the serving certificate")));
       this.ports.tls = await serve(c.XDS_TLS_PORT, serving.credentials());
     }
     this.admin = await startAdmin(c.MONITORING_PORT, host, {
