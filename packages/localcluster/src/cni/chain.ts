@@ -20,6 +20,24 @@ export interface CniPaths {
   confDir: string;
   binDir: string;
   cacheDir: string;
+  /**
+   * The node's own root (its "host" filesystem). Plugins run in a private mount namespace in which the node's
+   * host-path directories that pods share with the runtime (CNI config and bin dirs, agent sockets) are bound at
+   * their real paths, so a chained plugin installed by a DaemonSet pod sees the same paths that pod wrote.
+   */
+  nodeRoot?: string;
+}
+
+/** Host-path directories a node shares between its pods and its CNI plugins. */
+export const NODE_SHARED_DIRS: readonly string[] = ["etc/cni/net.d", "opt/cni/bin", "var/run/ambit", "var/run/ztunnel"];
+
+/** argv that runs `exe` with the node's shared dirs bound at their real paths (those that exist on both sides). */
+function inNodeView(exe: string, nodeRoot: string | undefined): [string, string[]] {
+  const binds = nodeRoot ? NODE_SHARED_DIRS.filter((d) => existsSync(join(nodeRoot, d)) && existsSync(join("/", d))) : [];
+  if (!binds.length) return [exe, []];
+  const q = (p: string) => `'${p.replaceAll("'", "'\\''")}'`;
+  const script = [...binds.map((d) => `mount --bind ${q(join(nodeRoot!, d))} ${q(join("/", d))}`), 'exec "$0"'].join(" && ");
+  return ["unshare", ["--mount", "--propagation", "private", "sh", "-c", script, exe]];
 }
 
 export interface CniRuntime {
@@ -63,7 +81,8 @@ function invoke(paths: CniPaths, rt: CniRuntime, command: string, conf: object, 
   const exe = join(paths.binDir, type);
   if (!existsSync(exe)) return Promise.reject(new CniError(type, command, `no executable ${exe}`));
   return new Promise((resolve, reject) => {
-    const child = spawn(exe, [], {
+    const [file, args] = inNodeView(exe, paths.nodeRoot);
+    const child = spawn(file, args, {
       stdio: ["pipe", "pipe", "pipe"],
       env: {
         ...process.env,

@@ -12,7 +12,7 @@ import { registerNode, renewLease, updateNodeStatus } from "./registration.js";
 /** The node's CNI directories, inside its own root (so each node has its own, as real nodes do). */
 export function cniPaths(node: string): CniPaths {
   const root = paths.nodeRoot(node);
-  return { confDir: join(root, "etc/cni/net.d"), binDir: join(root, "opt/cni/bin"), cacheDir: join(root, "var/lib/cni/results") };
+  return { confDir: join(root, "etc/cni/net.d"), binDir: join(root, "opt/cni/bin"), cacheDir: join(root, "var/lib/cni/results"), nodeRoot: root };
 }
 
 export const BRIDGE_PLUGIN = "ambit-local-bridge";
