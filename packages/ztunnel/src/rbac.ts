@@ -60,6 +60,10 @@ export class PolicyStore {
     for (const set of this.byNamespace.values()) set.delete(key);
   }
 
+  all(): Policy[] {
+    return [...this.byKey.values()];
+  }
+
   get(key: string): Policy | undefined {
     return this.byKey.get(key);
   }

@@ -2,11 +2,12 @@
 // "<namespace>/<hostname>" and by VIP, and authorization policies. A workload's `services` map makes it an
 // endpoint of those services even when the Service resource arrives later. Bad resources are refused one by one
 // (the client NACKs them with the reason) while the good ones of the same response are applied.
+import { EventEmitter } from "node:events";
 import { TypeUrl, bytesToIp, istio, networkAddressKey, unpackAddress, unpackAuthorization, type google } from "@ambit/protocol";
 import { PolicyStore } from "./rbac.js";
 
-type Workload = istio.workload.Workload.$Properties & { uid: string };
-type Service = istio.workload.Service.$Properties;
+export type Workload = istio.workload.Workload.$Properties & { uid: string };
+export type Service = istio.workload.Service.$Properties;
 
 export class ResourceRejected extends Error {
   override name = "ResourceRejected";
@@ -26,7 +27,8 @@ function validateService(s: Service): void {
   }
 }
 
-export class ProxyState {
+/** Emits "change" after every applied xDS response (proxies re-resolve their workload and re-check open connections). */
+export class ProxyState extends EventEmitter {
   readonly workloads = new Map<string, Workload>();
   readonly services = new Map<string, Service>();
   readonly policies = new PolicyStore();
@@ -34,6 +36,15 @@ export class ProxyState {
   private readonly serviceByVip = new Map<string, string>();
   /** Service key → UIDs of the workloads listing it (kept even before the Service arrives). */
   private readonly endpointsBySvc = new Map<string, Set<string>>();
+  /** "<node>/<namespace>/<name>" → UID, for the ZDS ↔ xDS join. */
+  private readonly byNodeName = new Map<string, string>();
+  /** Bumped on every change, so callers can cache lookups. */
+  generation = 0;
+
+  private changed(): void {
+    this.generation++;
+    this.emit("change");
+  }
 
   /** Handler for the Address type of the delta xDS client. */
   applyAddresses(added: { name: string; resource: google.protobuf.Any.$Properties }[], removed: string[]): { errors?: Record<string, string> } {
@@ -49,6 +60,7 @@ export class ProxyState {
       }
     }
     for (const name of removed) this.removeAddress(name);
+    this.changed();
     return Object.keys(errors).length ? { errors } : {};
   }
 
@@ -63,6 +75,7 @@ export class ProxyState {
       }
     }
     for (const name of removed) this.policies.delete(name);
+    this.changed();
     return Object.keys(errors).length ? { errors } : {};
   }
 
@@ -86,6 +99,7 @@ export class ProxyState {
     this.workloads.set(w.uid, w);
     for (const k of this.workloadAddressKeys(w)) this.workloadByAddress.set(k, w.uid);
     for (const svc of Object.keys(w.services ?? {})) this.endpointsOf(svc).add(w.uid);
+    if (w.node) this.byNodeName.set(`${w.node}/${w.namespace}/${w.name}`, w.uid);
   }
 
   private setService(s: Service): void {
@@ -107,6 +121,8 @@ export class ProxyState {
     this.workloads.delete(uid);
     for (const k of this.workloadAddressKeys(w)) if (this.workloadByAddress.get(k) === uid) this.workloadByAddress.delete(k);
     for (const svc of Object.keys(w.services ?? {})) this.endpointsBySvc.get(svc)?.delete(uid);
+    const nodeKey = `${w.node}/${w.namespace}/${w.name}`;
+    if (this.byNodeName.get(nodeKey) === uid) this.byNodeName.delete(nodeKey);
     return true;
   }
 
@@ -129,6 +145,14 @@ export class ProxyState {
     return uid ? this.workloads.get(uid) : undefined;
   }
 
+  /** A service by hostname, preferring the given namespace. */
+  serviceByHostname(hostname: string, preferNamespace: string): Service | undefined {
+    const own = this.services.get(`${preferNamespace}/${hostname}`);
+    if (own) return own;
+    for (const s of this.services.values()) if (s.hostname === hostname) return s;
+    return undefined;
+  }
+
   serviceByIp(network: string, ip: string): Service | undefined {
     const key = this.serviceByVip.get(networkAddressKey(network, ip));
     return key ? this.services.get(key) : undefined;
@@ -143,6 +167,8 @@ export class ProxyState {
 
   /** The workload of a pod this ztunnel serves: by name, namespace and service account, on this node (ZDS ↔ xDS join). */
   localWorkload(node: string, name: string, namespace: string, serviceAccount: string): Workload | undefined {
-    return [...this.workloads.values()].find((w) => w.node === node && w.name === name && w.namespace === namespace && (w.service_account || "default") === serviceAccount);
+    const uid = this.byNodeName.get(`${node}/${namespace}/${name}`);
+    const w = uid ? this.workloads.get(uid) : undefined;
+    return w && (w.service_account || "default") === serviceAccount ? w : undefined;
   }
 }

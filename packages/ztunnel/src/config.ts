@@ -1,0 +1,209 @@
+// ztunnel's configuration: Istio's environment variables, validated at start. A bad value stops the program with
+// a message that names the variable and what to set it to.
+import { existsSync, readFileSync } from "node:fs";
+import { z } from "zod";
+import { DEFAULT_CLUSTER_ID, DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, DEFAULT_ZDS_SOCKET, Http2Defaults, Marks, Ports } from "@ambit/protocol";
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+/** "100ms", "5s", "1m30s", "24h" → milliseconds. */
+export function parseDuration(v: string): number | null {
+  const parts = v.match(/(\d+(?:\.\d+)?)(ms|s|m|h)/g);
+  if (!parts || parts.join("") !== v) return null;
+  return parts.reduce((sum, p) => { const m = /^([\d.]+)(ms|s|m|h)$/.exec(p)!; return sum + Number(m[1]) * UNITS[m[2]!]!; }, 0);
+}
+
+/** "4Mi", "16777216", "1Ki" → bytes. */
+function parseSize(v: string): number | null {
+  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(v);
+  if (!m) return null;
+  return Number(m[1]) * ({ Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 }[m[2] ?? ""] ?? 1);
+}
+
+const duration = (def: string) => z.string().default(def).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === null) { ctx.addIssue({ code: "custom", message: "is not a duration" }); return z.NEVER; }
+  return ms;
+});
+const size = (def: number, min: number, max: number) => z.string().default(String(def)).transform((v, ctx) => {
+  const n = parseSize(v);
+  if (n === null || n < min || n > max) { ctx.addIssue({ code: "custom", message: `is not a size between ${min} and ${max} bytes` }); return z.NEVER; }
+  return n;
+});
+const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
+const port = (def: number) => int(def, 0, 65535);
+const bool = (def: boolean) => z.enum(["true", "false", "1", "0"]).default(def ? "true" : "false").transform((v) => v === "true" || v === "1");
+const name = z.string().regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, "must be a DNS name (lower-case letters, digits, '-' and '.')");
+
+const Env = z.object({
+  XDS_ADDRESS: z.string().optional(),
+  CA_ADDRESS: z.string().optional(),
+  XDS_ROOT_CA: z.string().default("/var/run/secrets/istio/root-cert.pem"),
+  CA_ROOT_CA: z.string().default("/var/run/secrets/istio/root-cert.pem"),
+  ALT_XDS_HOSTNAME: z.string().optional(),
+  ALT_CA_HOSTNAME: z.string().optional(),
+  AUTH_TOKEN: z.string().default("/var/run/secrets/tokens/istio-token"),
+  CLUSTER_ID: z.string().min(1).default(DEFAULT_CLUSTER_ID),
+  ISTIO_META_CLUSTER_ID: z.string().optional(),
+  NODE_NAME: z.string().min(1),
+  POD_NAME: z.string().default(""),
+  POD_NAMESPACE: name.default("istio-system"),
+  INSTANCE_IP: z.string().default(""),
+  SERVICE_ACCOUNT: name.default(DEFAULT_SERVICE_ACCOUNT),
+  TRUST_DOMAIN: name.default(DEFAULT_TRUST_DOMAIN),
+  NETWORK: z.string().default(""),
+  SECRET_TTL: duration("24h"),
+  INPOD_UDS: z.string().min(1).default(DEFAULT_ZDS_SOCKET),
+  PACKET_MARK: int(Marks.ztunnel, 1, 0xffffffff),
+  IPV6_ENABLED: bool(true),
+  ENABLE_ORIG_SRC: z.enum(["true", "false", "auto"]).default("auto"),
+  HTTP2_STREAM_WINDOW_SIZE: size(Http2Defaults.streamWindow, 65_535, 2 ** 31 - 1),
+  HTTP2_CONNECTION_WINDOW_SIZE: size(Http2Defaults.connectionWindow, 65_535, 2 ** 31 - 1),
+  HTTP2_FRAME_SIZE: size(Http2Defaults.maxFrameSize, 16_384, 16_777_215),
+  POOL_MAX_STREAMS_PER_CONNECTION: int(Http2Defaults.clientMaxStreams, 1, 10_000),
+  POOL_UNUSED_RELEASE_TIMEOUT: duration("5m"),
+  CONNECTION_TERMINATION_DEADLINE: z.string().optional(),
+  TERMINATION_GRACE_PERIOD_SECONDS: z.coerce.number().int().min(0).optional(),
+  ADMIN_PORT: port(Ports.ztunnelAdmin),
+  STATS_PORT: port(Ports.metrics),
+  READINESS_PORT: port(Ports.readiness),
+  LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error"]).default("info"),
+});
+
+const FIX: Record<string, string> = {
+  NODE_NAME: "the node's name (downward API spec.nodeName)",
+  SECRET_TTL: "a duration such as 24h",
+  POOL_UNUSED_RELEASE_TIMEOUT: "a duration such as 5m",
+  CONNECTION_TERMINATION_DEADLINE: "a duration such as 5s",
+  PACKET_MARK: "a number such as 1337",
+  IPV6_ENABLED: "true or false",
+  ENABLE_ORIG_SRC: "true, false or auto",
+  HTTP2_STREAM_WINDOW_SIZE: "a size such as 4Mi",
+  HTTP2_CONNECTION_WINDOW_SIZE: "a size such as 16Mi",
+  HTTP2_FRAME_SIZE: "a size such as 1Mi",
+  ADMIN_PORT: "a port number",
+  STATS_PORT: "a port number",
+  READINESS_PORT: "a port number",
+};
+
+export interface Config {
+  xdsAddress: string;
+  caAddress: string;
+  /** PEM of the control plane's roots, or null for the system roots; re-read on reconnect. */
+  xdsRoots: () => string | null;
+  caRoots: () => string | null;
+  xdsServername?: string;
+  caServername?: string;
+  /** The bearer token, re-read per request; undefined when there is none. */
+  token: () => string | undefined;
+  clusterId: string;
+  xdsHeaders: Record<string, string>;
+  caHeaders: Record<string, string>;
+  /** ISTIO_META_* (prefix stripped) and ISTIO_METAJSON_* (parsed) for the xDS node metadata. */
+  nodeMetadata: Record<string, unknown>;
+  nodeName: string;
+  podName: string;
+  podNamespace: string;
+  instanceIp: string;
+  serviceAccount: string;
+  trustDomain: string;
+  network: string;
+  secretTtlSeconds: number;
+  zdsSocket: string;
+  packetMark: number;
+  ipv6: boolean;
+  origSrc: "true" | "false" | "auto";
+  h2: { streamWindow: number; connectionWindow: number; maxFrameSize: number; maxStreamsPerConnection: number; idleReleaseMs: number };
+  drainDeadlineMs: number;
+  ports: { admin: number; stats: number; readiness: number };
+  logLevel: "trace" | "debug" | "info" | "warn" | "error";
+}
+
+/** Roots from a file path, the literal SYSTEM (null: the OS roots), or inline PEM when no such file exists. */
+function rootsReader(value: string, fs: { exists: (p: string) => boolean; read: (p: string) => string }): () => string | null {
+  if (value === "SYSTEM") return () => null;
+  if (!fs.exists(value) && value.includes("-----BEGIN")) return () => value;
+  return () => {
+    if (!fs.exists(value)) throw new ConfigError(`control-plane root certificate ${value} does not exist (mount the istio-ca-root-cert ConfigMap there, or set XDS_ROOT_CA/CA_ROOT_CA)`);
+    return fs.read(value);
+  };
+}
+
+function prefixed(env: NodeJS.ProcessEnv, prefix: string): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter(([k, v]) => k.startsWith(prefix) && k.length > prefix.length && v !== undefined).map(([k, v]) => [k.slice(prefix.length), v!]));
+}
+
+function withScheme(address: string): string {
+  return /^[a-z]+:\/\//i.test(address) ? address : `https://${address}`;
+}
+
+/** The drain deadline: CONNECTION_TERMINATION_DEADLINE, else the pod's grace period − 5 s (− 1 s if ≤ 10 s), else 5 s. */
+function drainDeadline(deadline: string | undefined, grace: number | undefined): number {
+  if (deadline !== undefined) {
+    const ms = parseDuration(deadline);
+    if (ms === null) throw new ConfigError(`CONNECTION_TERMINATION_DEADLINE=${JSON.stringify(deadline)}: is not a duration (set it to ${FIX["CONNECTION_TERMINATION_DEADLINE"]})`);
+    return ms;
+  }
+  if (grace !== undefined) return Math.max(0, grace <= 10 ? grace - 1 : grace - 5) * 1000;
+  return 5000;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, fs = { exists: existsSync, read: (p: string) => readFileSync(p, "utf8") }): Config {
+  const vars = Object.fromEntries(Object.keys(Env.shape).filter((k) => env[k] !== undefined && env[k] !== "").map((k) => [k, env[k]]));
+  const r = Env.safeParse(vars);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => {
+      const key = String(i.path[0]);
+      const shown = env[key] === undefined ? "is not set" : `=${JSON.stringify(env[key])}`;
+      return `${key}${shown}: ${i.message}${FIX[key] ? ` (set it to ${FIX[key]})` : ""}`;
+    });
+    throw new ConfigError(`bad configuration:\n  ${lines.join("\n  ")}`);
+  }
+  const e = r.data;
+  const defaultAddress = env["KUBERNETES_SERVICE_HOST"] ? "https://istiod.istio-system.svc:15012" : "https://localhost:15012";
+  const metaJson = Object.fromEntries(Object.entries(prefixed(env, "ISTIO_METAJSON_")).map(([k, v]) => {
+    try { return [k, JSON.parse(v) as unknown]; } catch { throw new ConfigError(`ISTIO_METAJSON_${k}: is not JSON`); }
+  }));
+  const meta = { ...prefixed(env, "ISTIO_META_"), ...metaJson };
+  delete meta["CLUSTER_ID"];
+  const tokenPath = e.AUTH_TOKEN;
+  const token = fs.exists(tokenPath) || tokenPath.startsWith("/") ? () => (fs.exists(tokenPath) ? fs.read(tokenPath).trim() : undefined) : () => tokenPath;
+  return {
+    xdsAddress: withScheme(e.XDS_ADDRESS ?? defaultAddress),
+    caAddress: withScheme(e.CA_ADDRESS ?? e.XDS_ADDRESS ?? defaultAddress),
+    xdsRoots: rootsReader(e.XDS_ROOT_CA, fs),
+    caRoots: rootsReader(e.CA_ROOT_CA, fs),
+    ...(e.ALT_XDS_HOSTNAME ? { xdsServername: e.ALT_XDS_HOSTNAME } : {}),
+    ...(e.ALT_CA_HOSTNAME ? { caServername: e.ALT_CA_HOSTNAME } : {}),
+    token,
+    clusterId: e.ISTIO_META_CLUSTER_ID || e.CLUSTER_ID,
+    xdsHeaders: prefixed(env, "XDS_HEADER_"),
+    caHeaders: prefixed(env, "CA_HEADER_"),
+    nodeMetadata: meta,
+    nodeName: e.NODE_NAME,
+    podName: e.POD_NAME,
+    podNamespace: e.POD_NAMESPACE,
+    instanceIp: e.INSTANCE_IP,
+    serviceAccount: e.SERVICE_ACCOUNT,
+    trustDomain: e.TRUST_DOMAIN,
+    network: e.NETWORK,
+    secretTtlSeconds: Math.round(e.SECRET_TTL / 1000),
+    zdsSocket: e.INPOD_UDS,
+    packetMark: e.PACKET_MARK,
+    ipv6: e.IPV6_ENABLED,
+    origSrc: e.ENABLE_ORIG_SRC,
+    h2: {
+      streamWindow: e.HTTP2_STREAM_WINDOW_SIZE,
+      connectionWindow: e.HTTP2_CONNECTION_WINDOW_SIZE,
+      maxFrameSize: e.HTTP2_FRAME_SIZE,
+      maxStreamsPerConnection: e.POOL_MAX_STREAMS_PER_CONNECTION,
+      idleReleaseMs: e.POOL_UNUSED_RELEASE_TIMEOUT,
+    },
+    drainDeadlineMs: drainDeadline(e.CONNECTION_TERMINATION_DEADLINE, e.TERMINATION_GRACE_PERIOD_SECONDS),
+    ports: { admin: e.ADMIN_PORT, stats: e.STATS_PORT, readiness: e.READINESS_PORT },
+    logLevel: e.LOG_LEVEL,
+  };
+}

@@ -1,0 +1,410 @@
+// The proxy of one enrolled pod: listeners 15001 (outbound capture), 15006 (inbound plaintext) and 15008 (inbound
+// HBONE) bound inside the pod's network namespace, outbound sockets created there too and marked 0x539, an HBONE
+// pool of its own, and the pod's inbound connections (re-checked when policies change). Removal drains: listeners
+// close at once, open connections get until the deadline.
+import { randomBytes } from "node:crypto";
+import http2, { type Http2SecureServer, type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
+import net, { type Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import {
+  HboneHeaders, Ports, ZTUNNEL_SELF_PORTS, formatAuthority, formatBaggage, formatForwarded, formatSpiffeId, formatTraceparent,
+  ipToBytes, parseAuthority, workloadIdentity, type Identity, type ZdsWorkloadInfo,
+} from "@ambit/protocol";
+import { closeFd, connectTcp, getOriginalDst, listenInNetns } from "@ambit/sys";
+import type { WorkloadCertificate } from "../identity/index.js";
+import { authorize, type Connection } from "../rbac.js";
+import type { ConnectionInfo, ConnectionRecord, ResponseFlag } from "../telemetry/index.js";
+import type { Workload } from "../state.js";
+import type { ProxyContext } from "./context.js";
+import { HboneError, HbonePool } from "./pool.js";
+import { relay, type Relay } from "./relay.js";
+import { route } from "./route.js";
+import { peerIdentity, serverTlsOptions } from "./tls.js";
+
+const UPSTREAM_CONNECT_TIMEOUT_MS = 10_000;
+
+/** "::ffff:10.0.0.1" → "10.0.0.1". */
+const plainIp = (ip: string | undefined) => (ip ?? "").replace(/^::ffff:(?=\d+\.)/, "");
+
+interface InboundConnection {
+  relay: Relay;
+  authz: Connection;
+}
+
+export class PodProxy {
+  readonly pool: HbonePool;
+  private readonly listeners: net.Server[] = [];
+  private hbone?: Http2SecureServer;
+  private readonly sessions = new Set<Http2Session>();
+  private readonly relays = new Set<Relay>();
+  private readonly inbound = new Set<InboundConnection>();
+  private cached?: { generation: number; workload: Workload | undefined };
+  private draining = false;
+  private readonly onCertUpdate = (identity: string, cert: WorkloadCertificate) => {
+    if (identity === this.identityUri && this.hbone) { this.hbone.setSecureContext(serverTlsOptions(cert)); }
+  };
+
+  constructor(
+    private readonly ctx: ProxyContext,
+    readonly uid: string,
+    readonly info: ZdsWorkloadInfo,
+    /** The pod's netns fd; owned (closed on drain). */
+    readonly netns: number,
+  ) {
+    const { config } = ctx;
+    this.pool = new HbonePool(config.h2, (ip, port, timeout) =>
+      connectTcp({ netns, host: ip, port, mark: config.packetMark, timeout, allowHalfOpen: true }));
+    ctx.certs.on("updated", this.onCertUpdate);
+  }
+
+  /** The pod's xDS workload (joined by node, namespace, name and service account), when known. */
+  workload(): Workload | undefined {
+    const { state, config } = this.ctx;
+    if (this.cached?.generation !== state.generation) {
+      this.cached = { generation: state.generation, workload: state.localWorkload(config.nodeName, this.info.name, this.info.namespace, this.info.serviceAccount || "default") };
+    }
+    return this.cached.workload;
+  }
+
+  get identity(): Identity {
+    const w = this.workload();
+    return workloadIdentity({ trust_domain: w?.trust_domain || this.ctx.config.trustDomain, namespace: this.info.namespace, service_account: this.info.serviceAccount });
+  }
+
+  get identityUri(): string {
+    return formatSpiffeId(this.identity);
+  }
+
+  /** Binds the three listeners inside the pod's netns and starts fetching the pod's certificate. */
+  async start(): Promise<void> {
+    this.ctx.certs.prefetch(this.identityUri);
+    const host = this.ctx.config.ipv6 ? "::" : "0.0.0.0";
+    const listen = async (port: number, onConnection: (s: Socket) => void) => {
+      const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, onConnection);
+      const opts = { netns: this.netns, port, mark: this.ctx.config.packetMark, reusePort: true, backlog: 128, server };
+      try {
+        await listenInNetns({ ...opts, host });
+      } catch (err) {
+        // A pod without IPv6: fall back to IPv4 only.
+        if (host !== "::" || (err as NodeJS.ErrnoException).code !== "EAFNOSUPPORT" && (err as NodeJS.ErrnoException).code !== "EADDRNOTAVAIL") throw err;
+        await listenInNetns({ ...opts, host: "0.0.0.0" });
+      }
+      server.on("error", (err) => this.ctx.log.warn({ err, pod: this.name }, "listener error"));
+      this.listeners.push(server);
+    };
+    try {
+      await listen(Ports.outbound, (s) => void this.outbound(s));
+      await listen(Ports.inboundPlaintext, (s) => void this.plaintextInbound(s));
+      await listen(Ports.hbone, (s) => void this.hboneConnection(s));
+    } catch (err) {
+      for (const l of this.listeners) l.close();
+      this.listeners.length = 0;
+      this.ctx.certs.off("updated", this.onCertUpdate);
+      throw err;
+    }
+  }
+
+  get name(): string {
+    return `${this.info.namespace}/${this.info.name}`;
+  }
+
+  get connectionCount(): number {
+    return this.relays.size;
+  }
+
+  /** Stops accepting, lets open connections finish until the deadline, then ends them; closes the netns fd. */
+  async drain(deadlineMs: number): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    this.ctx.certs.off("updated", this.onCertUpdate);
+    for (const l of this.listeners) l.close();
+    this.pool.close();
+    for (const s of this.sessions) s.close();
+    const all = Promise.all([...this.relays].map((r) => r.done));
+    const timer = new Promise<void>((r) => setTimeout(r, deadlineMs).unref());
+    await Promise.race([all, timer]);
+    for (const r of this.relays) r.destroy(new Error("drain deadline reached"));
+    for (const s of this.sessions) s.destroy();
+    this.pool.destroy();
+    await Promise.race([Promise.all([...this.relays].map((r) => r.done)), new Promise((r) => setTimeout(r, 1000).unref())]);
+    try { closeFd(this.netns); } catch { /* already closed */ }
+  }
+
+  /** Re-evaluates every open inbound connection against the current policies; closes those now denied. */
+  recheckPolicies(): void {
+    const w = this.workload();
+    for (const c of this.inbound) {
+      const d = w ? authorize(this.ctx.state.policies, { namespace: w.namespace ?? "", authorizationPolicies: w.authorization_policies ?? [] }, c.authz) : { allowed: false, reason: "local workload unknown" };
+      if (!d.allowed) {
+        this.ctx.log.info({ pod: this.name, reason: d.reason }, "connection closed due to policy change");
+        c.relay.destroy(new Error(`connection closed due to policy change: ${d.reason}`));
+      }
+    }
+  }
+
+  /** counts: bytes written to / read from the downstream (the client side), when the relay ends. */
+  private track(r: Relay, record: ConnectionRecord, counts: () => { sent: number; received: number }, inbound?: InboundConnection): void {
+    this.relays.add(r);
+    if (inbound) this.inbound.add(inbound);
+    void r.done.then((err) => {
+      this.relays.delete(r);
+      if (inbound) this.inbound.delete(inbound);
+      const c = counts();
+      record.sent = c.sent;
+      record.received = c.received;
+      record.close(err);
+    });
+  }
+
+  // ---- outbound (15001) ----
+
+  private async outbound(downstream: Socket): Promise<void> {
+    downstream.on("error", () => undefined);
+    const { ctx } = this;
+    const srcIp = plainIp(downstream.remoteAddress);
+    let dst: { address: string; port: number };
+    try {
+      dst = getOriginalDst(downstream);
+    } catch (err) {
+      ctx.log.warn({ err, pod: this.name }, "outbound: no original destination");
+      downstream.destroy();
+      return;
+    }
+    const dstIp = plainIp(dst.address);
+    const source = this.workload();
+    const base: ConnectionInfo = { reporter: "source", src: { addr: formatAuthority(srcIp, downstream.remotePort ?? 0), ...(source ? { workload: source } : {}) }, dst: { addr: formatAuthority(dstIp, dst.port) }, mtls: false };
+    if ((dstIp === "127.0.0.1" || dstIp === "::1") && ZTUNNEL_SELF_PORTS.includes(dst.port)) {
+      ctx.telemetry.failed(base, "CONNECT", `refusing a connection to ztunnel's own port ${dst.port}`);
+      downstream.destroy();
+      return;
+    }
+    const r = route({ state: ctx.state, network: ctx.config.network, ...(source ? { source } : {}), dstIp, dstPort: dst.port });
+    if (r.kind === "refuse") {
+      ctx.telemetry.failed({ ...base, dst: { ...base.dst, ...(r.service ? { service: r.service } : {}) } }, "CONNECT", r.reason);
+      downstream.resetAndDestroy();
+      return;
+    }
+    if (r.kind === "tcp") {
+      const info: ConnectionInfo = { ...base, dst: { addr: formatAuthority(r.ip, r.port), ...(r.workload ? { workload: r.workload } : {}), ...(r.service ? { service: r.service } : {}) } };
+      let upstream: Socket;
+      try {
+        upstream = await connectTcp({ netns: this.netns, host: r.ip, port: r.port, mark: ctx.config.packetMark, timeout: UPSTREAM_CONNECT_TIMEOUT_MS, allowHalfOpen: true });
+      } catch (err) {
+        ctx.telemetry.failed(info, "CONNECT", (err as Error).message);
+        downstream.resetAndDestroy();
+        return;
+      }
+      upstream.setNoDelay(true);
+      const record = ctx.telemetry.open(info);
+      this.track(relay(downstream, upstream), record, () => ({ sent: downstream.bytesWritten, received: downstream.bytesRead }));
+      downstream.resume();
+      return;
+    }
+    // HBONE, with the source pod's certificate: no certificate, no traffic.
+    const srcIdentity = this.identityUri;
+    const info: ConnectionInfo = {
+      ...base, mtls: true,
+      src: { ...base.src, identity: srcIdentity },
+      dst: { addr: formatAuthority(r.ip, r.port), hboneAddr: formatAuthority(r.authority.ip, r.authority.port), workload: r.workload, identity: r.expected[0]!, ...(r.service ? { service: r.service } : {}) },
+    };
+    let cert: WorkloadCertificate;
+    try {
+      cert = await ctx.certs.fetch(srcIdentity);
+    } catch (err) {
+      ctx.telemetry.failed(info, "IDENTITY_ERROR", `no certificate for ${srcIdentity}: ${(err as Error).message}`);
+      downstream.resetAndDestroy();
+      return;
+    }
+    const headers = {
+      ":authority": formatAuthority(r.authority.ip, r.authority.port),
+      [HboneHeaders.forwarded]: formatForwarded(srcIp, downstream.remotePort ?? 0, r.service?.hostname ?? undefined),
+      [HboneHeaders.baggage]: baggageOf(source, ctx.config.clusterId),
+      [HboneHeaders.traceparent]: formatTraceparent(randomBytes(16), randomBytes(8)),
+    };
+    try {
+      const { stream } = await this.pool.connect({ cert, expected: r.expected, ip: r.ip, port: r.port }, headers);
+      if (downstream.destroyed) { stream.close(http2.constants.NGHTTP2_CANCEL); return; }
+      const record = ctx.telemetry.open(info);
+      this.track(relay(downstream, stream), record, () => ({ sent: downstream.bytesWritten, received: downstream.bytesRead }));
+      downstream.resume();
+    } catch (err) {
+      const flag: ResponseFlag = err instanceof HboneError ? err.flag : "CONNECT";
+      ctx.telemetry.failed(info, flag, (err as Error).message);
+      downstream.resetAndDestroy();
+    }
+  }
+
+  // ---- inbound plaintext (15006) ----
+
+  private async plaintextInbound(downstream: Socket): Promise<void> {
+    downstream.on("error", () => undefined);
+    const srcIp = plainIp(downstream.remoteAddress);
+    let dst: { address: string; port: number };
+    try {
+      dst = getOriginalDst(downstream);
+    } catch {
+      // TPROXY-style capture: the local address is the original destination.
+      dst = { address: downstream.localAddress ?? "", port: downstream.localPort ?? 0 };
+    }
+    const dstIp = plainIp(dst.address);
+    const local = this.workload();
+    const info: ConnectionInfo = {
+      reporter: "destination", mtls: false,
+      src: { addr: formatAuthority(srcIp, downstream.remotePort ?? 0), ...(this.sourceWorkload(srcIp) ? { workload: this.sourceWorkload(srcIp)! } : {}) },
+      dst: { addr: formatAuthority(dstIp, dst.port), ...(local ? { workload: local } : {}) },
+    };
+    if (ZTUNNEL_SELF_PORTS.includes(dst.port)) {
+      this.ctx.telemetry.failed(info, "CONNECT", `refusing a connection to ztunnel's own port ${dst.port}`);
+      downstream.destroy();
+      return;
+    }
+    const authz: Connection = { srcIp: ipToBytes(srcIp), dstIp: ipToBytes(dstIp), dstPort: dst.port, srcIdentity: null };
+    const denial = this.authorize(local, authz);
+    if (denial) {
+      this.ctx.telemetry.failed(info, "DENY", denial);
+      downstream.resetAndDestroy();
+      return;
+    }
+    const upstream = await this.connectApp(srcIp, dstIp, dst.port).catch((err: Error) => err);
+    if (upstream instanceof Error) {
+      this.ctx.telemetry.failed(info, "CONNECT", upstream.message);
+      downstream.resetAndDestroy();
+      return;
+    }
+    const record = this.ctx.telemetry.open(info);
+    const r = relay(downstream, upstream);
+    this.track(r, record, () => ({ sent: upstream.bytesRead, received: upstream.bytesWritten }), { relay: r, authz });
+    downstream.resume();
+  }
+
+  // ---- inbound HBONE (15008) ----
+
+  private async hboneConnection(socket: Socket): Promise<void> {
+    socket.on("error", () => undefined);
+    socket.setNoDelay(true);
+    try {
+      await this.hboneServer();
+    } catch (err) {
+      this.ctx.log.warn({ err, pod: this.name }, "inbound HBONE refused: no certificate for the pod");
+      socket.destroy();
+      return;
+    }
+    if (this.draining) { socket.destroy(); return; }
+    this.hbone!.emit("connection", socket);
+    socket.resume();
+  }
+
+  /** The pod's HTTP/2 TLS server, created with the first certificate and re-keyed on rotation. */
+  private async hboneServer(): Promise<Http2SecureServer> {
+    const cert = await this.ctx.certs.fetch(this.identityUri);
+    if (this.hbone) return this.hbone;
+    const { h2 } = this.ctx.config;
+    const server = http2.createSecureServer({
+      ...serverTlsOptions(cert),
+      allowHTTP1: false,
+      maxSessionMemory: 64,
+      settings: { initialWindowSize: h2.streamWindow, maxFrameSize: h2.maxFrameSize, maxConcurrentStreams: 200, maxHeaderListSize: 64 * 1024, enablePush: false },
+    });
+    server.on("secureConnection", (tlsSocket: TLSSocket) => {
+      // The client's trust domain must be ours.
+      const peer = peerIdentity(tlsSocket);
+      if (!peer || peer.id.trustDomain !== this.identity.trustDomain) {
+        this.ctx.log.warn({ pod: this.name, peer: peer?.uri ?? null }, "inbound HBONE refused: client identity is not in our trust domain");
+        tlsSocket.destroy();
+      }
+    });
+    server.on("session", (session) => {
+      this.sessions.add(session);
+      session.once("close", () => this.sessions.delete(session));
+      session.on("error", () => undefined);
+      session.setLocalWindowSize(h2.connectionWindow);
+    });
+    server.on("stream", (stream, headers) => void this.connect(stream, headers));
+    server.on("tlsClientError", () => undefined);
+    this.hbone = server;
+    return server;
+  }
+
+  private async connect(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Promise<void> {
+    stream.on("error", () => undefined);
+    const tlsSocket = stream.session?.socket as TLSSocket | undefined;
+    const peer = tlsSocket ? peerIdentity(tlsSocket) : null;
+    const srcIp = plainIp(tlsSocket?.remoteAddress);
+    const localIp = plainIp(tlsSocket?.localAddress);
+    const authority = String(headers[":authority"] ?? "");
+    const local = this.workload();
+    const info: ConnectionInfo = {
+      reporter: "destination", mtls: true,
+      src: { addr: formatAuthority(srcIp, tlsSocket?.remotePort ?? 0), ...(peer ? { identity: peer.uri } : {}), ...(this.sourceWorkload(srcIp) ? { workload: this.sourceWorkload(srcIp)! } : {}) },
+      dst: { addr: formatAuthority(localIp, Ports.hbone), hboneAddr: authority, ...(local ? { workload: local } : {}), identity: this.identityUri },
+    };
+    const refuse = (status: number, flag: ResponseFlag, reason: string) => {
+      this.ctx.telemetry.failed(info, flag, reason);
+      if (!stream.destroyed && !stream.headersSent) stream.respond({ ":status": status }, { endStream: true });
+    };
+    if (headers[":method"] !== "CONNECT") return refuse(400, "CONNECT", `method ${headers[":method"]} is not CONNECT`);
+    const target = parseAuthority(authority);
+    if (!target) return refuse(400, "CONNECT", `unparsable :authority "${authority}"`);
+    // Only the pod's own address (the waypoint sandwich and app tunnels are not supported yet).
+    if (plainIp(target.host) !== localIp) return refuse(400, "CONNECT", `:authority ${authority} is not this pod's address ${localIp}`);
+    if (ZTUNNEL_SELF_PORTS.includes(target.port)) return refuse(400, "CONNECT", `:authority ${authority} names one of ztunnel's own ports`);
+    if (!local) return refuse(503, "CONNECT", `the local workload ${this.name} is not known from xDS yet`);
+    const authz: Connection = { srcIp: ipToBytes(srcIp), dstIp: ipToBytes(localIp), dstPort: target.port, srcIdentity: peer?.id ?? null };
+    const denial = this.authorize(local, authz);
+    if (denial) return refuse(401, "DENY", denial);
+    const upstream = await this.connectApp(srcIp, localIp, target.port).catch((err: Error) => err);
+    if (upstream instanceof Error) return refuse(503, "CONNECT", `upstream ${authority}: ${upstream.message}`);
+    if (stream.destroyed) { upstream.destroy(); return; }
+    stream.respond({ ":status": 200, [HboneHeaders.baggage]: baggageOf(local, this.ctx.config.clusterId) });
+    const record = this.ctx.telemetry.open(info);
+    const r = relay(stream, upstream);
+    this.track(r, record, () => ({ sent: upstream.bytesRead, received: upstream.bytesWritten }), { relay: r, authz });
+  }
+
+  /** null when allowed, else the reason of the denial (fails closed without the local workload). */
+  private authorize(local: Workload | undefined, c: Connection): string | null {
+    if (!local) return "the local workload is not known from xDS yet";
+    const d = authorize(this.ctx.state.policies, { namespace: local.namespace ?? "", authorizationPolicies: local.authorization_policies ?? [] }, c);
+    for (const k of d.dryRun) this.ctx.log.info({ pod: this.name, policy: k }, "dry-run policy matched");
+    return d.allowed ? null : d.reason;
+  }
+
+  private sourceWorkload(ip: string): Workload | undefined {
+    return ip ? this.ctx.state.workloadByIp(this.ctx.config.network, ip) : undefined;
+  }
+
+  /** Connects to the app inside the pod, from the original client's address when that can be spoofed. */
+  private async connectApp(srcIp: string, dstIp: string, port: number): Promise<Socket> {
+    const { config } = this.ctx;
+    const base = { netns: this.netns, host: dstIp, port, mark: config.packetMark, timeout: UPSTREAM_CONNECT_TIMEOUT_MS, allowHalfOpen: true };
+    const spoof = config.origSrc !== "false" && srcIp && srcIp.includes(":") === dstIp.includes(":") && srcIp !== dstIp;
+    let socket: Socket;
+    if (spoof) {
+      try {
+        socket = await connectTcp({ ...base, localAddress: srcIp, transparent: true, freebind: true });
+      } catch (err) {
+        if (config.origSrc === "true" || !["EPERM", "EACCES", "EADDRNOTAVAIL", "EINVAL"].includes((err as NodeJS.ErrnoException).code ?? "")) throw err;
+        socket = await connectTcp(base);
+      }
+    } else {
+      socket = await connectTcp(base);
+    }
+    socket.setNoDelay(true);
+    return socket;
+  }
+
+  /** For the config dump. */
+  dump(): object {
+    return { uid: this.uid, name: this.info.name, namespace: this.info.namespace, serviceAccount: this.info.serviceAccount, identity: this.identityUri, connections: this.relays.size, hboneConnections: this.pool.connectionCount, state: this.draining ? "draining" : "up" };
+  }
+}
+
+function baggageOf(w: Workload | undefined, clusterId: string): string {
+  if (!w) return "";
+  const type = ["deployment", "cronjob", "pod", "job"][w.workload_type ?? 0] ?? "deployment";
+  return formatBaggage({
+    clusterName: w.cluster_id || clusterId, namespace: w.namespace ?? "", workloadType: type, workloadName: w.workload_name ?? "",
+    serviceName: w.canonical_name ?? "", serviceVersion: w.canonical_revision ?? "", region: w.locality?.region ?? "", zone: w.locality?.zone ?? "",
+  });
+}
+

@@ -1,0 +1,68 @@
+// Bidirectional copy between two byte streams (TCP sockets or HTTP/2 CONNECT streams) with TCP's half-close
+// carried through: a FIN on one side ends the other side's writes, a reset on one side resets the other. Bytes are
+// not counted per chunk; callers read the sockets' own counters when the relay ends.
+import { constants as h2c, type Http2Stream } from "node:http2";
+import { Socket } from "node:net";
+import type { Duplex } from "node:stream";
+
+type End = Socket | Http2Stream;
+
+function isStream(s: End): s is Http2Stream {
+  return !(s instanceof Socket);
+}
+
+/** Abort one side because the other failed: RST for TCP, RST_STREAM(CONNECT_ERROR) for a tunnel (RFC 9113 §8.5). */
+function abort(s: End): void {
+  if (s.destroyed) return;
+  if (isStream(s)) s.close(h2c.NGHTTP2_CONNECT_ERROR);
+  else s.resetAndDestroy();
+}
+
+/** A stream reset with NO_ERROR or CANCEL counts as EOF; other codes as a failure. */
+function failedStream(s: Http2Stream): boolean {
+  return s.rstCode !== undefined && s.rstCode !== h2c.NGHTTP2_NO_ERROR && s.rstCode !== h2c.NGHTTP2_CANCEL;
+}
+
+export interface Relay {
+  /** Resolves when both sides are closed, with the first error seen (if any). */
+  done: Promise<Error | undefined>;
+  /** Ends both sides abruptly (drain deadline, policy change). */
+  destroy(reason: Error): void;
+}
+
+export function relay(a: End, b: End): Relay {
+  let error: Error | undefined;
+  let resolveDone!: (e: Error | undefined) => void;
+  const done = new Promise<Error | undefined>((r) => (resolveDone = r));
+  let open = 2;
+  const onClose = () => {
+    if (--open === 0) resolveDone(error);
+  };
+  const wire = (from: End, to: End) => {
+    (from as Duplex).pipe(to as Duplex);
+    from.on("error", (err: Error) => {
+      error ??= err;
+      abort(to);
+    });
+    from.on("close", () => {
+      if (isStream(from) && failedStream(from)) {
+        error ??= new Error(`tunnel reset (code ${from.rstCode})`);
+        abort(to);
+      } else if (!from.readableEnded && !(to as Duplex).writableEnded) {
+        // Closed without a FIN reaching us (e.g. the stream was reset with CANCEL): end the other side cleanly.
+        (to as Duplex).end();
+      }
+      onClose();
+    });
+  };
+  wire(a, b);
+  wire(b, a);
+  return {
+    done,
+    destroy(reason: Error) {
+      error ??= reason;
+      abort(a);
+      abort(b);
+    },
+  };
+}
