@@ -14,6 +14,7 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v g++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
+command -v tcpdump >/dev/null || need+=(tcpdump) # the L4 suite checks that the wire carries only TLS
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "[setup] missing ${need[*]}: install them (needs root): apt-get install ${need[*]}" >&2; exit 1; fi
   step "apt-get install ${need[*]}"
