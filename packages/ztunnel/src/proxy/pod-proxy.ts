@@ -333,10 +333,13 @@ export class PodProxy {
     const localIp = plainIp(tlsSocket?.localAddress);
     const authority = String(headers[":authority"] ?? "");
     const local = this.workload();
+    // The destination Service, named by the forwarded header's host= (telemetry only).
+    const fwdHost = /;host=([^;,\s]+)/.exec(String(headers[HboneHeaders.forwarded] ?? ""))?.[1];
+    const service = fwdHost ? this.ctx.state.serviceByHostname(fwdHost, local?.namespace ?? "") : undefined;
     const info: ConnectionInfo = {
       reporter: "destination", mtls: true,
       src: { addr: formatAuthority(srcIp, tlsSocket?.remotePort ?? 0), ...(peer ? { identity: peer.uri } : {}), ...(this.sourceWorkload(srcIp) ? { workload: this.sourceWorkload(srcIp)! } : {}) },
-      dst: { addr: formatAuthority(localIp, Ports.hbone), hboneAddr: authority, ...(local ? { workload: local } : {}), identity: this.identityUri },
+      dst: { addr: formatAuthority(localIp, Ports.hbone), hboneAddr: authority, ...(local ? { workload: local } : {}), ...(service ? { service } : {}), identity: this.identityUri },
     };
     const refuse = (status: number, flag: ResponseFlag, reason: string) => {
       this.ctx.telemetry.failed(info, flag, reason);
