@@ -78,6 +78,8 @@ const FIX: Record<string, string> = {
   SECRET_TTL: "a duration such as 24h",
   POOL_UNUSED_RELEASE_TIMEOUT: "a duration such as 5m",
   CONNECTION_TERMINATION_DEADLINE: "a duration such as 5s",
+  TERMINATION_GRACE_PERIOD_SECONDS: "a whole number of seconds such as 30",
+  POOL_MAX_STREAMS_PER_CONNECTION: "a number of streams from 1 to 10000, such as 100",
   PACKET_MARK: "a number such as 1337",
   IPV6_ENABLED: "true or false",
   ENABLE_ORIG_SRC: "true, false or auto",
@@ -157,7 +159,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fs = { exists: 
   if (!r.success) {
     const lines = r.error.issues.map((i) => {
       const key = String(i.path[0]);
-      const shown = env[key] === undefined ? "is not set" : `=${JSON.stringify(env[key])}`;
+      // An empty variable counts as unset (it was left out of the parse above).
+      const shown = env[key] === undefined || env[key] === "" ? " is not set" : `=${JSON.stringify(env[key])}`;
       return `${key}${shown}: ${i.message}${FIX[key] ? ` (set it to ${FIX[key]})` : ""}`;
     });
     throw new ConfigError(`bad configuration:\n  ${lines.join("\n  ")}`);

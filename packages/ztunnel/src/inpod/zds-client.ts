@@ -37,11 +37,12 @@ export class ZdsClient {
 
   private async connect(): Promise<void> {
     if (this.stopped) return;
-    let socket: SeqpacketSocket;
+    let socket: SeqpacketSocket | undefined;
     try {
       socket = await SeqpacketSocket.connect(this.path, { maxMessageSize: 1024 });
       await socket.send(encodeHello());
     } catch (err) {
+      socket?.destroy(); // connected, but the hello failed: do not leak the fd
       this.retry(`connect to ${this.path}: ${(err as Error).message}`);
       return;
     }

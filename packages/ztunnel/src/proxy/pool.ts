@@ -60,17 +60,18 @@ export class HbonePool {
   /** Opens a CONNECT tunnel; resolves once the server answered 200. */
   async connect(target: TunnelTarget, headers: OutgoingHttpHeaders): Promise<{ stream: ClientHttp2Stream; response: IncomingHttpHeaders }> {
     if (this.closed) throw new HboneError("the pod's proxy is shutting down", "CONNECT");
+    // The slot on the connection is taken by session() itself (see acquire()).
     const pooled = await this.session(target);
-    pooled.active++;
-    if (pooled.idleTimer) { clearTimeout(pooled.idleTimer); pooled.idleTimer = undefined; }
+    let released = false;
+    const release = () => { if (!released) { released = true; this.release(pooled); } };
     let stream: ClientHttp2Stream;
     try {
       stream = pooled.session.request({ ":method": "CONNECT", ...headers }, { endStream: false });
     } catch (err) {
-      this.release(pooled);
+      release();
       throw new HboneError(`CONNECT failed: ${(err as Error).message}`, "CONNECT");
     }
-    stream.once("close", () => this.release(pooled));
+    stream.once("close", release);
     const response = await new Promise<IncomingHttpHeaders>((resolve, reject) => {
       const onError = (err: Error) => reject(new HboneError(`CONNECT failed: ${err.message}`, "CONNECT"));
       stream.once("error", onError);
@@ -79,7 +80,9 @@ export class HbonePool {
     });
     const status = Number(response[":status"]);
     if (status !== 200) {
+      stream.on("error", () => undefined);
       stream.close();
+      release(); // the server ended the stream: its slot is free now, not only once 'close' is emitted
       throw new HboneError(`CONNECT to ${headers[":authority"]} via ${formatAuthority(target.ip, target.port)} answered ${status}`, "CONNECT", status);
     }
     return { stream, response };
@@ -114,21 +117,25 @@ export class HbonePool {
     return p.active < Math.min(this.settings.maxStreamsPerConnection, peerMax);
   }
 
+  /** Takes a stream slot on a connection, synchronously with the check, so concurrent callers cannot overfill it. */
+  private acquire(p: PooledSession): PooledSession {
+    p.active++;
+    if (p.idleTimer) { clearTimeout(p.idleTimer); p.idleTimer = undefined; }
+    return p;
+  }
+
+  /** A connection for the key with a slot taken for the caller. */
   private async session(t: TunnelTarget): Promise<PooledSession> {
     const key = this.key(t);
     for (;;) {
       const found = this.sessions.get(key)?.find((p) => this.usable(p));
-      if (found) return found;
+      if (found) return this.acquire(found);
       const inFlight = this.dialing.get(key);
       if (!inFlight) break;
       await inFlight.catch(() => undefined);
       // re-check: the new connection may already be full
-      if (!this.dialing.has(key)) {
-        const again = this.sessions.get(key)?.find((p) => this.usable(p));
-        if (again) return again;
-        break;
-      }
     }
+    // The new connection is pooled with the dialer's slot already taken (dial() starts at active = 1).
     const dial = this.dial(key, t).finally(() => this.dialing.delete(key));
     this.dialing.set(key, dial);
     return dial;
@@ -144,6 +151,8 @@ export class HbonePool {
       throw new HboneError(`connect to ${formatAuthority(t.ip, t.port)}: ${e.message}`, "CONNECT");
     }
     tcp.setNoDelay(true);
+    // The TLS socket inherits this; a half-open HBONE connection would never notice the server closing it.
+    tcp.allowHalfOpen = false;
     let context = this.contexts.get(t.cert);
     if (!context) this.contexts.set(t.cert, (context = secureContextOf(t.cert)));
     const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
@@ -169,7 +178,7 @@ export class HbonePool {
       session.once("error", onError);
     });
     session.setLocalWindowSize(this.settings.connectionWindow);
-    const pooled: PooledSession = { session, active: 0 };
+    const pooled: PooledSession = { session, active: 1 };
     session.on("error", () => undefined); // reported through the streams
     session.once("close", () => this.forget(key, pooled));
     session.once("goaway", () => this.forget(key, pooled));

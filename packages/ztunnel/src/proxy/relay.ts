@@ -15,12 +15,32 @@ function isStream(s: End): s is Http2Stream {
 function abort(s: End): void {
   if (s.destroyed) return;
   if (isStream(s)) s.close(h2c.NGHTTP2_CONNECT_ERROR);
+  // libuv cannot reset a socket whose write side was already shut down: resetAndDestroy() then fails with EINVAL
+  // and Node never closes the handle (the connection and the relay hang). This happens whenever a tunnel is reset,
+  // because Node's stream.close(code) sends END_STREAM just before RST_STREAM, and that FIN was already passed on.
+  // After our FIN, a plain close is all that is left.
+  else if (s.writableEnded) s.destroy();
   else s.resetAndDestroy();
 }
 
 /** A stream reset with NO_ERROR or CANCEL counts as EOF; other codes as a failure. */
 function failedStream(s: Http2Stream): boolean {
   return s.rstCode !== undefined && s.rstCode !== h2c.NGHTTP2_NO_ERROR && s.rstCode !== h2c.NGHTTP2_CANCEL;
+}
+
+/**
+ * Tunnel → socket: HTTP/2 hands data over in small chunks (a TLS record holds at most 16 KiB, split around frame
+ * headers), and one write() each means one syscall each. Corking the socket for the rest of the tick turns the
+ * chunks of one read into a single writev. Back-pressure as pipe() does it: pause the stream until 'drain'.
+ */
+function coalesce(from: Http2Stream, to: Socket): void {
+  let corked = false;
+  const uncork = () => { corked = false; to.uncork(); };
+  from.on("data", (chunk: Buffer) => {
+    if (!corked) { corked = true; to.cork(); process.nextTick(uncork); }
+    if (!to.write(chunk)) { from.pause(); to.once("drain", () => from.resume()); }
+  });
+  from.once("end", () => to.end());
 }
 
 export interface Relay {
@@ -39,7 +59,8 @@ export function relay(a: End, b: End): Relay {
     if (--open === 0) resolveDone(error);
   };
   const wire = (from: End, to: End) => {
-    (from as Duplex).pipe(to as Duplex);
+    if (isStream(from) && !isStream(to)) coalesce(from, to);
+    else (from as Duplex).pipe(to as Duplex);
     from.on("error", (err: Error) => {
       error ??= err;
       abort(to);

@@ -92,15 +92,18 @@ export interface RouteInput {
 export function route({ state, network, source, dstIp, dstPort }: RouteInput): Route {
   const preferV6 = dstIp.includes(":");
   const svc = state.serviceByIp(network, dstIp);
-  const sourceIsWaypointOf = (gw: istio.workload.GatewayAddress.$Properties | null | undefined, waypoint?: Workload) =>
-    !!gw && !!source && !!waypoint && source.uid === waypoint.uid;
+  // The source is the waypoint when it is the resolved waypoint workload or any replica of the waypoint Service
+  // (the resolved one is a random pick among them).
+  const sourceIsWaypointOf = (gw: istio.workload.GatewayAddress.$Properties | null | undefined, waypoint?: { w: Workload; service?: Service }) =>
+    !!gw && !!source && !!waypoint && (source.uid === waypoint.w.uid ||
+      (!!waypoint.service && !!source.services?.[serviceResourceName(waypoint.service.namespace ?? "", waypoint.service.hostname ?? "")]));
 
   if (svc) {
     const gw = pickWaypoint(svc);
     if (gw) {
       const wp = resolveWaypoint(state, network, gw, preferV6);
       if (!wp) return { kind: "refuse", reason: `waypoint of ${svc.hostname} is unknown or has no endpoint`, service: svc };
-      if (!sourceIsWaypointOf(gw, wp.w)) {
+      if (!sourceIsWaypointOf(gw, wp)) {
         return { kind: "hbone", ip: wp.ip, port: wp.port, authority: { ip: dstIp, port: dstPort }, expected: [identityUri(wp.w), ...(wp.service?.subject_alt_names ?? [])], workload: wp.w, service: svc, viaWaypoint: true };
       }
     }
@@ -118,7 +121,7 @@ export function route({ state, network, source, dstIp, dstPort }: RouteInput): R
   if (w.waypoint) {
     const wp = resolveWaypoint(state, network, w.waypoint, preferV6);
     if (!wp) return { kind: "refuse", reason: `waypoint of workload ${w.name} is unknown or has no endpoint` };
-    if (!sourceIsWaypointOf(w.waypoint, wp.w)) {
+    if (!sourceIsWaypointOf(w.waypoint, wp)) {
       return { kind: "hbone", ip: wp.ip, port: wp.port, authority: { ip: dstIp, port: dstPort }, expected: [identityUri(wp.w), ...(wp.service?.subject_alt_names ?? [])], workload: wp.w, viaWaypoint: true };
     }
   }
