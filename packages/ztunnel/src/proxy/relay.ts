@@ -37,7 +37,7 @@ function coalesce(from: Http2Stream, to: Socket): void {
   let corked = false;
   const uncork = () => { corked = false; to.uncork(); };
   from.on("data", (chunk: Buffer) => {
-    if (!corked) { corked = true; to.cork(); process.nextTick(uncork); }
+    if (!corked) { corked = true; to.cork(); setImmediate(uncork); }
     if (!to.write(chunk)) { from.pause(); to.once("drain", () => from.resume()); }
   });
   from.once("end", () => to.end());
