@@ -45,6 +45,22 @@ async function completed(ztunnel: string, match: (rec: Record<string, unknown>) 
   return found!;
 }
 
+/** A connection from shop/client kept open: a line every 100 ms, counting the echoed lines; ends by itself after 60 s. */
+function longLived(host: string) {
+  const script = `const s=require("net").connect(9000,"${host}");let n=0;s.on("data",d=>{n+=String(d).split("\\n").length-1;console.log("echoed "+n)});` +
+    `const t=setInterval(()=>s.write("tick\\n"),100);s.on("close",()=>{console.log("closed");process.exit(0)});s.on("error",()=>{});setTimeout(()=>process.exit(0),60000);`;
+  const child = spawnInPod("shop/client", [process.execPath, "-e", script]);
+  let echoed = 0;
+  let closed = false;
+  child.stdout!.on("data", (d: Buffer) => {
+    const text = String(d);
+    const m = /echoed (\d+)\s*$/m.exec(text);
+    if (m) echoed = Number(m[1]);
+    if (text.includes("closed")) closed = true;
+  });
+  return { echoed: () => echoed, closed: () => closed, stop: () => child.kill("SIGKILL") };
+}
+
 beforeAll(async () => {
   await up({ nodes: 2, progress: () => undefined });
   api = adminApi();
@@ -107,19 +123,24 @@ describe("L4 mesh on the local cluster", () => {
     expect(plain.data.includes(marker)).toBe(true);
   });
 
-  it("denies by principal with an L4 DENY policy, and only the selected workload", async () => {
+  it("denies by principal with an L4 DENY policy, and only the selected workload; open connections are closed", async () => {
+    const open = longLived("web-2");
+    await waitFor("the long-lived connection echoes", async () => open.echoed() > 3, 20_000, 100);
     await apply({
       apiVersion: "security.istio.io/v1", kind: "AuthorizationPolicy", metadata: { name: "deny-client", namespace: "shop" },
       spec: { selector: { matchLabels: { app: "web-2" } }, action: "DENY", rules: [{ from: [{ source: { principals: ["cluster.local/ns/shop/sa/client"] } }] }] },
     });
     try {
       await eventually("shop/client", "web-2", 9000, false);
+      // The connection opened before the policy is closed by the policy change.
+      await waitFor("the open connection is closed", async () => open.closed(), 20_000, 100);
       await exchange("shop/client", "web-1", 9000);
       await exchange("other/other-client", "web-2.shop", 9000);
       const z2 = await ztunnelOn("node-2");
       const log = await accessLog(z2);
       expect(log.some((r) => r["msg"] === "connection failed" && String(r["error"]).includes("explicitly denied by: shop/deny-client"))).toBe(true);
     } finally {
+      open.stop();
       await remove("authorizationpolicy", "shop", "deny-client");
     }
     await eventually("shop/client", "web-2", 9000, true);
@@ -194,24 +215,20 @@ describe("L4 mesh on the local cluster", () => {
   });
 
   it("keeps established and new connections to known workloads working while the controller is down", async () => {
-    // A long-lived connection: one line every 100 ms, counting the echoed lines.
-    const script = `const s=require("net").connect(9000,"web-2");let n=0;s.on("data",d=>{n+=String(d).split("\\n").length-1;console.log("echoed "+n)});setInterval(()=>s.write("tick\\n"),100);s.on("error",e=>{console.error(e.message);process.exit(1)});setTimeout(()=>process.exit(0),60000);`;
-    const longLived = spawnInPod("shop/client", [process.execPath, "-e", script]);
-    let echoed = 0;
-    longLived.stdout!.on("data", (d: Buffer) => { const m = /echoed (\d+)\s*$/.exec(String(d)); if (m) echoed = Number(m[1]); });
+    const open = longLived("web-2");
     try {
-      await waitFor("the long-lived connection echoes", async () => echoed > 3, 20_000, 100);
+      await waitFor("the long-lived connection echoes", async () => open.echoed() > 3, 20_000, 100);
       await kubectl(["scale", "-n", "istio-system", "deployment/istiod", "--replicas=0"]);
       await waitFor("controller gone", async () => (await api.get<{ items: unknown[] }>("/api/v1/namespaces/istio-system/pods?labelSelector=app%3Distiod")).items.length === 0, 60_000, 300);
-      const mark = echoed;
+      const mark = open.echoed();
       await new Promise((r) => setTimeout(r, 1500));
-      expect(echoed).toBeGreaterThan(mark + 5);
-      expect(longLived.exitCode).toBeNull();
+      expect(open.echoed()).toBeGreaterThan(mark + 5);
+      expect(open.closed()).toBe(false);
       await exchange("shop/client", "web-2", 9000);
       await exchange("shop/client", "web-1", 9000);
       await exchange("other/other-client", "web-2.shop", 9000);
     } finally {
-      longLived.kill("SIGKILL");
+      open.stop();
       await kubectl(["scale", "-n", "istio-system", "deployment/istiod", "--replicas=1"]);
     }
     await waitMeshReady(2);
