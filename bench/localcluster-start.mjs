@@ -4,7 +4,7 @@
 // bare control-plane floor: etcd + kube-apiserver alone until /readyz (what any harness must wait for).
 // Appends a table to bench/RESULTS.md.   usage: node bench/localcluster-start.mjs [runs=3]
 import { execFileSync } from "node:child_process";
-import { appendFileSync, readFileSync } from "node:fs";
+import { appendFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";

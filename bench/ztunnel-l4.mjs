@@ -16,7 +16,6 @@ import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const cli = join(root, "packages/localcluster/bin/ambit-local.js");
-const echoMain = join(root, "packages/echo/dist/main.js");
 const IDLE = Number(process.argv[2] ?? 10_000);
 const SECONDS = Number(process.argv[3] ?? 8);
 const { kubectl, waitFor, adminApi } = await import(join(root, "packages/localcluster/dist/index.js"));
@@ -122,7 +121,7 @@ async function churn(ns) {
 /** Opens `n` idle connections from the mesh client and measures the ztunnels' RSS growth per connection. */
 async function idleTunnels(n) {
   const pids = ztunnelPids();
-  global.gc?.();
+
   const base = Object.fromEntries(Object.entries(pids).map(([node, p]) => [node, rssMb(p)]));
   const script = `const net=require("net");let open=0,fail=0;const socks=[];function go(i){if(i>=${n})return;const s=net.connect(9000,"server.${modes.mesh}");socks.push(s);
 s.on("connect",()=>{s.write("x");});s.once("data",()=>{open++;if(open+fail===${n})console.log("OPEN "+open+" "+fail);go(i+64)});s.on("error",()=>{fail++;if(open+fail===${n})console.log("OPEN "+open+" "+fail);go(i+64)});}
