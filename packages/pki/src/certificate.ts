@@ -25,7 +25,7 @@ import {
   type GeneralNames,
 } from "./extensions.js";
 import { decodeSinglePem, derToPem } from "./pem.js";
-import { x509 } from "./x509lib.js";
+import { nameToString } from "./name.js";
 
 /** One extension as found in a certificate. */
 export interface RawExtension {
@@ -79,7 +79,7 @@ export interface CertificateInfo {
 function nameString(der: Buffer): string {
   if (der.length === 2) return "";
   try {
-    return new x509.Name(der).toString();
+    return nameToString(der);
   } catch {
     return "(undecodable name)";
   }

@@ -7,18 +7,24 @@ import {
   bytesOf,
   children,
   DerError,
+  encodeBitString,
+  encodeExtension,
+  encodeOid,
+  encodeUnsignedInteger,
   expectTlv,
   Oid,
   readAlgorithmIdentifier,
   readOid,
+  sequence,
   SignatureAlgorithms,
   Tag,
+  tlv,
 } from "./der.js";
 import { CsrError, KeyError, PemError } from "./errors.js";
-import { decodeGeneralNames, dnsSanProblem, uriSanProblem } from "./extensions.js";
-import { decodeSinglePem, withTrailingNewline } from "./pem.js";
+import { decodeGeneralNames, dnsSanProblem, encodeGeneralNames, uriSanProblem } from "./extensions.js";
+import { nameToString } from "./name.js";
+import { derToPem, decodeSinglePem } from "./pem.js";
 import { PublicKeyInfo } from "./publickey.js";
-import { x509 } from "./x509lib.js";
 
 /** Largest CSR PEM accepted (a P-256 CSR is about 500 bytes). */
 export const MAX_CSR_BYTES = 64 * 1024;
@@ -35,7 +41,9 @@ export interface CreateCsrOptions {
 
 /**
  * Creates a PEM PKCS#10 request like ztunnel's: empty subject, SHA-256 (SHA-384 for P-384 keys) signature, and a
- * SubjectAltName extension request with the given names, marked critical because the subject is empty.
+ * SubjectAltName extension request with the given names, marked critical because the subject is empty. The DER is
+ * written here (no ASN.1 library) and signed with WebCrypto: ECDSA with SHA-256/384/512 for P-256/384/521 keys,
+ * RSASSA-PKCS1-v1_5 with the key's own hash (SHA-256/384/512).
  */
 export async function createCsr(opts: CreateCsrOptions): Promise<string> {
   const dns = opts.dnsSans ?? [];
@@ -48,18 +56,53 @@ export async function createCsr(opts: CreateCsrOptions): Promise<string> {
     const p = dnsSanProblem(d);
     if (p) throw new CsrError(p);
   }
-  const alg = opts.keyPair.privateKey.algorithm as { name: string; namedCurve?: string; hash?: { name: string } };
+  const { privateKey, publicKey } = opts.keyPair;
+  const alg = privateKey.algorithm as { name: string; namedCurve?: string; hash?: { name: string } };
   let signingAlgorithm: { name: string; hash: string };
-  if (alg.name === "ECDSA") signingAlgorithm = { name: "ECDSA", hash: alg.namedCurve === "P-384" ? "SHA-384" : alg.namedCurve === "P-521" ? "SHA-512" : "SHA-256" };
-  else if (alg.name === "RSASSA-PKCS1-v1_5") signingAlgorithm = { name: alg.name, hash: alg.hash?.name ?? "SHA-256" };
-  else throw new CsrError(`cannot sign a CSR with a ${alg.name} key`);
-  const names = [...opts.uriSans.map((value) => ({ type: "url" as const, value })), ...dns.map((value) => ({ type: "dns" as const, value }))];
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    keys: opts.keyPair,
-    signingAlgorithm,
-    extensions: [new x509.SubjectAlternativeNameExtension(names, true)],
-  });
-  return withTrailingNewline(csr.toString("pem"));
+  let sigOid: string;
+  if (alg.name === "ECDSA") {
+    const c = ECDSA_CURVES[alg.namedCurve ?? ""] ?? ECDSA_CURVES["P-256"]!;
+    signingAlgorithm = { name: "ECDSA", hash: c.hash };
+    sigOid = c.oid;
+  } else if (alg.name === "RSASSA-PKCS1-v1_5") {
+    const hash = alg.hash?.name ?? "SHA-256";
+    const oid = RSA_HASHES[hash];
+    if (!oid) throw new CsrError(`cannot sign a CSR with RSASSA-PKCS1-v1_5 and ${hash}`);
+    signingAlgorithm = { name: alg.name, hash };
+    sigOid = oid;
+  } else throw new CsrError(`cannot sign a CSR with a ${alg.name} key`);
+
+  // CertificationRequestInfo (RFC 2986 §4.1): version 0, the empty subject, the key, and one extensionRequest
+  // attribute (PKCS#9) holding a SubjectAltName extension, critical because the subject is empty (RFC 5280 §4.2.1.6).
+  const spki = new Uint8Array(await webcrypto.subtle.exportKey("spki", publicKey));
+  const san = encodeExtension(Oid.subjectAltName, true, encodeGeneralNames(opts.uriSans, dns));
+  const extensionRequest = sequence(encodeOid(Oid.extensionRequest), tlv(Tag.SET, sequence(san)));
+  const cri = sequence(Uint8Array.of(Tag.INTEGER, 1, 0), EMPTY_NAME, spki, tlv(0xa0, extensionRequest));
+  const signature = new Uint8Array(await webcrypto.subtle.sign(signingAlgorithm, privateKey, cri));
+  const algorithmIdentifier = alg.name === "ECDSA" ? sequence(encodeOid(sigOid)) : sequence(encodeOid(sigOid), Uint8Array.of(Tag.NULL, 0));
+  const value = alg.name === "ECDSA" ? ecdsaP1363ToDer(signature) : signature;
+  return derToPem(sequence(cri, algorithmIdentifier, encodeBitString(value)), "CERTIFICATE REQUEST");
+}
+
+const EMPTY_NAME = Uint8Array.of(Tag.SEQUENCE, 0);
+
+/** The hash and signature OID used with each curve (other curves sign with SHA-256, as before). */
+const ECDSA_CURVES: Record<string, { hash: string; oid: string }> = {
+  "P-256": { hash: "SHA-256", oid: Oid.ecdsaWithSha256 },
+  "P-384": { hash: "SHA-384", oid: Oid.ecdsaWithSha384 },
+  "P-521": { hash: "SHA-512", oid: Oid.ecdsaWithSha512 },
+};
+
+const RSA_HASHES: Record<string, string> = {
+  "SHA-256": Oid.sha256WithRsa,
+  "SHA-384": Oid.sha384WithRsa,
+  "SHA-512": Oid.sha512WithRsa,
+};
+
+/** WebCrypto ECDSA signatures are r‖s of equal halves; X.509 wants SEQUENCE { INTEGER r, INTEGER s }. */
+function ecdsaP1363ToDer(sig: Uint8Array): Buffer {
+  const half = sig.length / 2;
+  return sequence(encodeUnsignedInteger(sig.subarray(0, half)), encodeUnsignedInteger(sig.subarray(half)));
 }
 
 /** What the CA learns from a verified CSR. */
@@ -118,7 +161,7 @@ export function parseCsr(pem: string): ParsedCsr {
 function subjectString(name: Uint8Array): string {
   if (name.length === 2) return ""; // 30 00
   try {
-    return new x509.Name(Buffer.from(name)).toString();
+    return nameToString(name);
   } catch {
     return "(undecodable subject)";
   }

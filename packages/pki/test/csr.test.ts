@@ -1,7 +1,8 @@
 import { webcrypto } from "node:crypto";
 import { afterAll, describe, expect, it } from "vitest";
 import { createCsr, CsrError, derToPem, generateKeyPair, parseCsr, parsePemBundle } from "../src/index.js";
-import { openssl, OpensslPki, Scratch } from "./helpers.js";
+import { readTlv, children, Tag } from "../src/der.js";
+import { openssl, OpensslPki, opensslTry, Scratch } from "./helpers.js";
 
 const s = new Scratch();
 const o = new OpensslPki(s);
@@ -32,6 +33,98 @@ describe("createCsr / parseCsr", () => {
     expect(text).toContain("X509v3 Subject Alternative Name: critical");
     expect(text).toContain(`URI:${ID}`);
     expect(text).toContain("ecdsa-with-SHA256");
+  });
+
+  it("writes the PKCS#10 DER by hand: version 0, empty subject, the key, one extensionRequest with a critical SAN", async () => {
+    const kp = await generateKeyPair();
+    const uris = [ID, "spiffe://cluster.local/ns/default/sa/other"];
+    const pem = await createCsr({ keyPair: kp, uriSans: uris, dnsSans: ["a.example.com", "*.b.example"] });
+    expect(pem).toMatch(/^-----BEGIN CERTIFICATE REQUEST-----\n(?:[A-Za-z0-9+/]{64}\n)*[A-Za-z0-9+/=]{1,64}\n-----END CERTIFICATE REQUEST-----\n$/);
+    const d = der(pem);
+    const outer = readTlv(d, 0, d.length);
+    const [cri, alg, sig] = children(d, outer);
+    const [version, subject, spki, attrs, ...rest] = children(d, cri!);
+    expect(rest).toEqual([]);
+    expect(d.subarray(version!.start, version!.end).toString("hex")).toBe("020100");
+    expect(d.subarray(subject!.start, subject!.end).toString("hex")).toBe("3000");
+    expect(d.subarray(spki!.start, spki!.end).equals(Buffer.from(await webcrypto.subtle.exportKey("spki", kp.publicKey)))).toBe(true);
+    expect(attrs!.tag).toBe(0xa0);
+    expect(children(d, attrs!).length).toBe(1);
+    expect(d.subarray(alg!.start, alg!.end).toString("hex")).toBe("300a06082a8648ce3d040302"); // ecdsa-with-SHA256, no parameters
+    expect(sig!.tag).toBe(Tag.BIT_STRING);
+    // openssl verifies the signature and sees what we meant.
+    s.write("h.csr", pem);
+    const r = opensslTry(s.dir, ["req", "-in", "h.csr", "-verify", "-noout", "-text"]);
+    expect(r.ok, r.out).toBe(true);
+    expect(r.out).toMatch(/verify OK/);
+    expect(r.out).toMatch(/Version: 1 \(0x0\)/);
+    expect(r.out).toMatch(/Subject:\s*\n/);
+    expect(r.out).toContain("Requested Extensions:");
+    expect(r.out).toContain("X509v3 Subject Alternative Name: critical");
+    expect(r.out).toContain(`URI:${uris[0]}, URI:${uris[1]}, DNS:a.example.com, DNS:*.b.example`);
+    expect(r.out).toContain("Signature Algorithm: ecdsa-with-SHA256");
+    // …and so does our own parser.
+    const parsed = parseCsr(pem);
+    expect(parsed).toMatchObject({ subject: "", uriSans: uris, dnsSans: ["a.example.com", "*.b.example"] });
+  });
+
+  it("signs with the key's algorithm: ECDSA P-384 with SHA-384, RSA with the key's hash; openssl verifies each", async () => {
+    const rsaAlg = (hash: string) => ({ name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash });
+    const cases: [webcrypto.CryptoKeyPair, string][] = [
+      [(await webcrypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-384" }, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair, "ecdsa-with-SHA384"],
+      [(await webcrypto.subtle.generateKey(rsaAlg("SHA-256"), true, ["sign", "verify"])) as webcrypto.CryptoKeyPair, "sha256WithRSAEncryption"],
+      [(await webcrypto.subtle.generateKey(rsaAlg("SHA-384"), true, ["sign", "verify"])) as webcrypto.CryptoKeyPair, "sha384WithRSAEncryption"],
+    ];
+    for (const [keyPair, algName] of cases) {
+      const pem = await createCsr({ keyPair, uriSans: [ID] });
+      s.write("alg.csr", pem);
+      const r = opensslTry(s.dir, ["req", "-in", "alg.csr", "-verify", "-noout", "-text"]);
+      expect(r.ok, r.out).toBe(true);
+      expect(r.out).toMatch(/verify OK/);
+      expect(r.out).toContain(`Signature Algorithm: ${algName}`);
+      expect(r.out).toContain("X509v3 Subject Alternative Name: critical");
+      expect(parseCsr(pem).uriSans).toEqual([ID]);
+    }
+  });
+
+  it("produces what @peculiar/x509's generator produced (byte for byte for deterministic RSA signatures)", async () => {
+    const { x509 } = await import("../src/x509lib.js");
+    const rsa = (await webcrypto.subtle.generateKey(
+      { name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
+      true,
+      ["sign", "verify"],
+    )) as webcrypto.CryptoKeyPair;
+    const names = [
+      { type: "url" as const, value: ID },
+      { type: "dns" as const, value: "a.example.com" },
+    ];
+    const theirs = await x509.Pkcs10CertificateRequestGenerator.create({
+      keys: rsa,
+      signingAlgorithm: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
+      extensions: [new x509.SubjectAlternativeNameExtension(names, true)],
+    });
+    const ours = await createCsr({ keyPair: rsa, uriSans: [ID], dnsSans: ["a.example.com"] });
+    expect(der(ours).equals(Buffer.from(theirs.rawData))).toBe(true);
+    // ECDSA signatures are randomized: compare the signed part, and let the library verify ours.
+    const ec = await generateKeyPair();
+    const ecTheirs = await x509.Pkcs10CertificateRequestGenerator.create({
+      keys: ec,
+      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+      extensions: [new x509.SubjectAlternativeNameExtension([{ type: "url", value: ID }], true)],
+    });
+    const ecOursDer = der(await createCsr({ keyPair: ec, uriSans: [ID] }));
+    const signedPart = (d: Buffer) => {
+      const cri = children(d, readTlv(d, 0, d.length))[0]!;
+      return d.subarray(cri.start, cri.end);
+    };
+    expect(signedPart(ecOursDer).equals(signedPart(Buffer.from(ecTheirs.rawData)))).toBe(true);
+    const ecOurs = new x509.Pkcs10CertificateRequest(ecOursDer);
+    expect(await ecOurs.verify()).toBe(true);
+    expect(ecOurs.subject).toBe("");
+    expect(ecOurs.extensions.map((e) => e.type)).toEqual(["2.5.29.17"]);
+    const san = new x509.SubjectAlternativeNameExtension(ecOurs.extensions[0]!.rawData);
+    expect(san.critical).toBe(true);
+    expect(san.names.items.map((n) => `${n.type}:${n.value}`)).toEqual([`url:${ID}`]);
   });
 
   it("parses DNS SANs and a non-empty subject from an openssl CSR", () => {
