@@ -3,16 +3,19 @@
 // annotation) and closes the gap: rules first, then the hand-off to ztunnel, and the annotation "enabled" only
 // once ztunnel has acked ("pending" until then — the rules already send the pod's traffic to ztunnel's ports, so
 // nothing bypasses it). Un-enrollment removes the rules, tells ztunnel and drops the annotation.
+// Stopping is either a restart (everything stays: pods enrolled, plugin chained; the next agent takes over) or an
+// uninstall of the mesh (`stop({ uninstall: true })`: the node is left clean; see uninstall.ts for the decision).
 import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig } from "@kubernetes/client-node";
 import { informerCollection, kubeKey, sources, type Collection } from "@ambit/kube";
 import { Annotations } from "@ambit/protocol";
 import { closeFd, openNetns } from "@ambit/sys";
 import { enrollment, type NamespaceLike, type PodLike } from "./enrollment.js";
 import type { Server } from "node:http";
-import { installPlugin } from "./cni-install.js";
+import { installPlugin, uninstallPlugin } from "./cni-install.js";
 import { AgentMetrics, startMonitoring } from "./monitoring.js";
 import { netnsByIp } from "./podnetns.js";
 import { applyRules, removeRules, RedirectError } from "./redirect/index.js";
+import { cleanupPods, httpStatus, type CleanupTarget } from "./uninstall.js";
 import { ZdsNotConnectedError, ZdsServer } from "./zds/index.js";
 
 export interface AgentOptions {
@@ -26,6 +29,17 @@ export interface AgentOptions {
   zdsSocket: string;
   dnsCapture: boolean;
   log?: (msg: string, fields?: object) => void;
+}
+
+export interface StopOptions {
+  /**
+   * Leave the node clean (the mesh is being uninstalled): the plugin out of the CNI configuration with its
+   * kubeconfig and executable, and for every pod of this node the agent enrolled (or finds annotated) the in-pod
+   * rules and the redirection annotation removed and ztunnel told. Default false: a restart, nothing is undone.
+   */
+  uninstall?: boolean;
+  /** Time budget of the uninstall cleanup (default 20 s, inside Kubernetes' default 30 s grace period). */
+  deadlineMs?: number;
 }
 
 type Pod = PodLike & { metadata: { uid?: string }; spec?: { serviceAccountName?: string | null; nodeName?: string | null } };
@@ -50,6 +64,9 @@ export class CniAgent {
   readonly metrics = new AgentMetrics();
   private monitoring: Server | undefined;
   private ready = false;
+  /** Set once an uninstall begins: no new work is queued (nothing may re-enroll a pod behind the cleanup). */
+  private closing = false;
+  private stopped: Promise<void> | undefined;
 
   constructor(private readonly o: AgentOptions) {
     this.core = o.kc.makeApiClient(CoreV1Api);
@@ -91,6 +108,7 @@ export class CniAgent {
 
   /** Serializes the work on one pod; the latest state is always what reconcile reads. */
   private enqueue(key: string, work: () => Promise<void>): void {
+    if (this.closing) return;
     const prev = this.queue.get(key) ?? Promise.resolve();
     const next = prev.then(work).catch((err: Error) => {
       this.metrics.failures.inc({ op: "reconcile" });
@@ -125,6 +143,7 @@ export class CniAgent {
     const d = enrollment(pod, this.namespaces.get(req.namespace), this.excluded);
     if (!d.enroll) return { enrolled: false, reason: d.reason };
     const key = `${req.namespace}/${req.name}`;
+    if (this.closing) throw new Error("the agent is being uninstalled");
     // As Istio's agent does, the pod starts only once ztunnel has it: otherwise the ADD fails and is retried.
     await new Promise<void>((resolve, reject) =>
       this.enqueue(key, () => this.enroll(key, pod, this.enrolled.get(key), req.netns).then(resolve, (err: Error) => { reject(err); throw err; })));
@@ -205,13 +224,80 @@ export class CniAgent {
     }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch));
   }
 
-  async stop(): Promise<void> {
+  /** Stops the agent: a restart by default, an uninstall with `{ uninstall: true }`. Idempotent: later calls share the first. */
+  stop(opts: StopOptions = {}): Promise<void> {
+    this.stopped ??= opts.uninstall ? this.uninstall(opts.deadlineMs ?? 20_000) : this.restartStop();
+    return this.stopped;
+  }
+
+  private async stopWatching(): Promise<void> {
+    for (const c of [this.pods, this.namespaces]) await (c as unknown as { stop(): Promise<void> } | undefined)?.stop();
+  }
+
+  private async restartStop(): Promise<void> {
     this.ready = false;
     await new Promise<void>((r) => (this.monitoring ? this.monitoring.close(() => r()) : r()));
     await this.plugin?.close();
     await Promise.all([...this.queue.values()]);
-    await (this.pods as unknown as { stop(): Promise<void> }).stop();
-    await (this.namespaces as unknown as { stop(): Promise<void> }).stop();
+    await this.stopWatching();
     await this.zds.close();
+  }
+
+  /** The uninstall: each step best effort (failures logged, never thrown), the whole bounded by `deadlineMs`. */
+  private async uninstall(deadlineMs: number): Promise<void> {
+    const t0 = Date.now();
+    const left = () => Math.max(0, deadlineMs - (Date.now() - t0));
+    const step = async <T>(what: string, work: () => Promise<T>, budget = left()): Promise<T | undefined> => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<undefined>((r) => { timer = setTimeout(() => { this.log("uninstall: a step ran out of time", { step: what }); r(undefined); }, budget); });
+      try {
+        return await Promise.race([work(), late]);
+      } catch (err) {
+        this.log("uninstall: a cleanup step failed", { step: what, err: (err as Error).message });
+        return undefined;
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    this.ready = false;
+    this.closing = true;
+    this.log("uninstall: cleaning up the node", { node: this.o.nodeName, deadlineMs });
+    // 1. No new pod goes through our plugin (it fails closed without the agent): out of the conflist first, then
+    //    the socket (its in-flight ADDs finish or are cut), then the plugin's kubeconfig and executable.
+    if (this.o.cni) uninstallPlugin(this.o.cni, this.log);
+    await step("plugin socket", async () => this.plugin?.close(), Math.min(left(), 5000));
+    // 2. Stop watching; work already queued finishes (nothing new is queued).
+    await step("watches", () => this.stopWatching(), Math.min(left(), 2000));
+    await step("in-flight work", () => Promise.all([...this.queue.values()]), Math.min(left(), 5000));
+    // 3. Every pod this agent enrolled, and any other pod of the node still annotated (e.g. a previous run's whose
+    //    netns this run never found): rules, annotation, ztunnel.
+    const targets = new Map<string, CleanupTarget>();
+    for (const [key, e] of this.enrolled) targets.set(key, { key, netns: e.netns, uid: e.uid, after: this.queue.get(key) });
+    const strays = (this.pods?.list() ?? []).filter((p) => p.metadata.annotations?.[Annotations.redirection] && !targets.has(kubeKey(p)));
+    const byIp = strays.some((p) => p.status?.podIP && !p.spec?.hostNetwork)
+      ? (await step("finding netns", () => netnsByIp(), Math.min(left(), 5000))) ?? new Map<string, string>()
+      : new Map<string, string>();
+    for (const p of strays) {
+      const ip = p.spec?.hostNetwork ? undefined : p.status?.podIP;
+      targets.set(kubeKey(p), { key: kubeKey(p), netns: ip ? byIp.get(ip) : undefined });
+    }
+    const report = await cleanupPods({
+      targets: [...targets.values()],
+      removeAnnotation: (namespace, name) => this.core.patchNamespacedPod({
+        name, namespace, body: { metadata: { annotations: { [Annotations.redirection]: null } } },
+      }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch)).then(() => true, (err: unknown) => {
+        if (httpStatus(err) === 404) return false; // the pod is gone: nothing to clean
+        throw err;
+      }),
+      delWorkload: (uid) => this.zds.delWorkload(uid).catch((err: Error) => { if (!(err instanceof ZdsNotConnectedError)) throw err; }),
+      deadlineMs: Math.max(left() - 500, 0),
+      log: this.log,
+    });
+    this.enrolled.clear();
+    this.metrics.enrolled.set(0);
+    // 4. ZDS and monitoring.
+    await step("ZDS server", () => this.zds.close(), Math.max(left(), 500));
+    await step("monitoring", () => new Promise<void>((r) => (this.monitoring ? this.monitoring.close(() => r()) : r())), Math.max(left(), 500));
+    this.log("uninstall: done", { ...report, ms: Date.now() - t0 });
   }
 }

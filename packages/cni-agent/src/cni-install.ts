@@ -1,7 +1,8 @@
 // Installing the chained CNI plugin on the node and serving its requests: the plugin executable in the CNI bin
 // dir, its entry appended to the node's conflist (after the network plugin, as a chained plugin), a kubeconfig
-// for its fallback check, and the agent's unix socket the plugin calls on ADD/DEL.
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+// for its fallback check, and the agent's unix socket the plugin calls on ADD/DEL. `uninstallPlugin` undoes the
+// files (on an uninstall of the mesh; a restart leaves them in place).
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,6 +16,9 @@ export interface CniPaths {
 }
 
 type AddHandler = (req: { namespace: string; name: string; netns: string }) => Promise<{ enrolled: boolean; reason: string }>;
+
+/** The plugin's kubeconfig file, beside the conflist (sorted last, and not a CNI config: no .conf/.conflist suffix). */
+export const PLUGIN_KUBECONFIG = "ZZZ-ambit-cni-kubeconfig";
 
 /** Writes a kubeconfig (JSON) with the agent's own server, CA and token, for the plugin's fallback check. */
 function pluginKubeconfig(kc: KubeConfig, file: string): void {
@@ -43,6 +47,59 @@ function chainInto(confDir: string, entry: object): void {
   renameSync(`${file}.tmp`, file); // atomic: the runtime never reads half a file
 }
 
+/**
+ * Removes our entry from every .conflist of `confDir` that has one (a file sorted before ours may have appeared
+ * since the install), leaving the other plugins and fields as they are. Each file is replaced atomically and keeps
+ * its mode. Idempotent; a missing directory or no conflist is fine. Returns the files changed; a file that cannot
+ * be read or parsed does not stop the others, but an error naming it is thrown at the end.
+ */
+export function unchainFrom(confDir: string): string[] {
+  const files = existsSync(confDir) ? readdirSync(confDir).filter((f) => f.endsWith(".conflist")).sort() : [];
+  const changed: string[] = [];
+  const errors: string[] = [];
+  for (const f of files) {
+    const file = join(confDir, f);
+    try {
+      const list = JSON.parse(readFileSync(file, "utf8")) as { plugins?: unknown };
+      if (!Array.isArray(list.plugins)) continue;
+      const plugins = (list.plugins as unknown[]).filter((p) => (p as { type?: unknown } | null)?.type !== PLUGIN_TYPE);
+      if (plugins.length === list.plugins.length) continue;
+      writeFileSync(`${file}.tmp`, JSON.stringify({ ...list, plugins }, null, 2), { mode: statSync(file).mode & 0o7777 });
+      renameSync(`${file}.tmp`, file); // atomic: the runtime never reads half a file
+      changed.push(file);
+    } catch (err) {
+      rmSync(`${file}.tmp`, { force: true });
+      errors.push(`${file}: ${(err as Error).message}`);
+    }
+  }
+  if (errors.length) throw new Error(`could not remove the ${PLUGIN_TYPE} entry from ${errors.join("; ")}`);
+  return changed;
+}
+
+/**
+ * Undoes the install's files, each step on its own (a failure is logged and the next step still runs; never
+ * throws): our entry out of the conflist first, so no new pod calls the plugin (which fails closed without the
+ * agent), then the plugin's kubeconfig and executable. The socket is removed when the server closes.
+ */
+export function uninstallPlugin(paths: Pick<CniPaths, "confDir" | "binDir">, log: (msg: string, fields?: object) => void): { ok: boolean } {
+  let ok = true;
+  const step = (what: string, fn: () => void) => {
+    try {
+      fn();
+    } catch (err) {
+      ok = false;
+      log("uninstall: a cleanup step failed", { step: what, err: (err as Error).message });
+    }
+  };
+  step("conflist", () => {
+    const changed = unchainFrom(paths.confDir);
+    log("uninstall: the chained plugin is out of the CNI configuration", { files: changed });
+  });
+  step("kubeconfig", () => rmSync(join(paths.confDir, PLUGIN_KUBECONFIG), { force: true }));
+  step("binary", () => rmSync(join(paths.binDir, PLUGIN_TYPE), { force: true }));
+  return { ok };
+}
+
 export async function installPlugin(kc: KubeConfig, paths: CniPaths, onAdd: AddHandler): Promise<{ close(): Promise<void> }> {
   mkdirSync(paths.binDir, { recursive: true });
   mkdirSync(dirname(paths.socket), { recursive: true });
@@ -50,7 +107,7 @@ export async function installPlugin(kc: KubeConfig, paths: CniPaths, onAdd: AddH
   const script = fileURLToPath(new URL("../dist/cni-plugin.js", import.meta.url));
   writeFileSync(join(paths.binDir, PLUGIN_TYPE), `#!/bin/sh\nexec "${process.execPath}" "${script}" "$@"\n`);
   chmodSync(join(paths.binDir, PLUGIN_TYPE), 0o755);
-  const kubeconfig = join(paths.confDir, "ZZZ-ambit-cni-kubeconfig");
+  const kubeconfig = join(paths.confDir, PLUGIN_KUBECONFIG);
   pluginKubeconfig(kc, kubeconfig);
   chainInto(paths.confDir, { type: PLUGIN_TYPE, agent_socket: paths.socket, kubeconfig });
 

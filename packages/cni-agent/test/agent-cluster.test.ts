@@ -1,7 +1,10 @@
 // The agent on the local cluster: enrollment by namespace label without restarts, the hand-off to a ztunnel
 // over ZDS (a test client speaking the protocol), pending until acked, blocked-not-bypassed without ztunnel,
-// un-enrollment, excluded namespaces, and a restart that leaves the rules identical and repairs tampering.
+// un-enrollment, excluded namespaces, and a restart that leaves the rules identical and repairs tampering; on exit,
+// a restart (the agent's DaemonSet present) that keeps everything and an uninstall (the DaemonSet gone) that
+// leaves the node clean with the apps running.
 import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import type { Server } from "node:net";
 import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
@@ -11,6 +14,7 @@ import { SeqpacketSocket, closeFd, getOriginalDst, isNetnsFd, listenInNetns } fr
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CniAgent } from "../src/agent.js";
 import { inspectRules } from "../src/redirect/index.js";
+import { decideOnExit, kubeExitCheckApi, type ExitCheckApi } from "../src/uninstall.js";
 
 if (process.getuid?.() !== 0) throw new Error("the agent's cluster tests need root");
 
@@ -200,5 +204,96 @@ describe("the hand-off to ztunnel", () => {
     await waitFor("DelWorkload", async () => zt.requests.filter((r) => r.kind === "del").length >= 3, 30_000, 50);
     const pod = await api.get<{ status: { containerStatuses: { restartCount: number }[] } }>(`/api/v1/namespaces/${NS}/pods/web`);
     expect(pod.status.containerStatuses[0]!.restartCount).toBe(0);
+  });
+
+  // The agent runs in-process here, so it has no pod of its own: the decision reads a stand-in for it (owned by the
+  // DaemonSet, as a DaemonSet's pod is) and the real DaemonSet from the API server.
+  const DS = "ambit-cni-node";
+  let dsUid = "";
+  const exitApi = (): ExitCheckApi => ({
+    readPod: async () => ({ metadata: { ownerReferences: [{ apiVersion: "apps/v1", kind: "DaemonSet", name: DS, uid: dsUid, controller: true }] } }),
+    readDaemonSet: (ns, name) => { const kc = new KubeConfig(); kc.loadFromFile(paths.adminKubeconfig()); return kubeExitCheckApi(kc).readDaemonSet(ns, name); },
+  });
+  const SELF = { podName: `${DS}-x7k2p`, namespace: "istio-system" };
+  const ENROLLED = ["web", "late", "blocked"];
+  const cniRoot = () => paths.nodeRoot("node-1");
+  const conflistTypes = () => (JSON.parse(execFileSync("sh", ["-c", `cat ${join(cniRoot(), "etc/cni/net.d")}/*.conflist`]).toString()) as { plugins: { type: string }[] }).plugins.map((p) => p.type);
+  const pluginFiles = () => [join(cniRoot(), "etc/cni/net.d/ZZZ-ambit-cni-kubeconfig"), join(cniRoot(), "opt/cni/bin/ambit-cni")];
+  const podIp = async (name: string) => (await api.get<{ status: { podIP: string } }>(`/api/v1/namespaces/${NS}/pods/${name}`)).status.podIP;
+  /** HTTP GET from a pod's netns: the status, or the connection error's code. */
+  const httpFrom = (netns: string, url: string) => execFileSync("nsenter", [`--net=${netns}`, process.execPath, "-e",
+    `fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(5000)}).then(r=>console.log(r.status),e=>console.log(e.cause?.code??e.name))`]).toString().trim();
+
+  it("on exit with its DaemonSet present (a restart or upgrade) keeps the pods enrolled and the plugin chained", async () => {
+    await api.patch(`/api/v1/namespaces/${NS}`, { metadata: { labels: { "istio.io/dataplane-mode": "ambient" } } });
+    for (const name of ENROLLED) await waitFor(`${name} enabled`, async () => (await annotation(name)) === "enabled", 30_000, 100);
+    const ds = await api.post<{ metadata: { uid: string } }>("/apis/apps/v1/namespaces/istio-system/daemonsets", {
+      metadata: { name: DS },
+      spec: {
+        selector: { matchLabels: { app: DS } },
+        // No node matches: the DaemonSet runs no pod here (the agent under test runs in-process).
+        template: { metadata: { labels: { app: DS } }, spec: { nodeSelector: { "ambit.test/no-such-node": "true" }, containers: [{ name: "agent", image: "ambit/cni-agent" }] } },
+      },
+    });
+    dsUid = ds.metadata.uid;
+    const decision = await decideOnExit(exitApi(), SELF);
+    expect(decision).toEqual({ uninstall: false, reason: `the DaemonSet istio-system/${DS} is present: a restart or upgrade` });
+    const before = new Map<string, string>();
+    for (const name of ENROLLED) before.set(name, iptablesSave(await podNetns(name)));
+    await agent.stop({ uninstall: decision.uninstall });
+    zt.close();
+    for (const name of ENROLLED) {
+      expect(iptablesSave(await podNetns(name))).toBe(before.get(name));
+      expect(await annotation(name)).toBe("enabled");
+    }
+    expect(conflistTypes()).toEqual(["ambit-local-bridge", "ambit-cni"]);
+    for (const f of pluginFiles()) expect(existsSync(f)).toBe(true);
+    // Still isolated while no agent and no ztunnel run: inbound goes to 15006, where nothing listens.
+    expect(httpFrom(await podNetns("sys", "kube-system"), `http://${await podIp("web")}:8080/`)).toBe("ECONNREFUSED");
+    agent = newAgent();
+    await agent.start();
+    zt = await fakeZtunnel();
+    await waitFor("a new snapshot", async () => zt.requests.some((r) => r.kind === "snapshot_sent"), 30_000, 50);
+    expect(zt.requests.filter((r) => r.kind === "add").map((r) => (r as { info: { name: string } }).info.name).sort()).toEqual([...ENROLLED].sort());
+    for (const name of ENROLLED) expect(iptablesSave(await podNetns(name))).toBe(before.get(name));
+  });
+
+  it("on exit with its DaemonSet gone (helm uninstall) leaves the node clean, the apps running and reachable, new pods starting", async () => {
+    await api.delete(`/apis/apps/v1/namespaces/istio-system/daemonsets/${DS}`);
+    await waitFor("the DaemonSet gone", async () => api.get(`/apis/apps/v1/namespaces/istio-system/daemonsets/${DS}`).then(() => false, (e: { status?: number }) => e.status === 404), 30_000, 100);
+    const decision = await decideOnExit(exitApi(), SELF);
+    expect(decision).toEqual({ uninstall: true, reason: `the DaemonSet istio-system/${DS} is gone (404): the mesh is being uninstalled` });
+    const netnses = new Map<string, string>();
+    for (const name of ENROLLED) netnses.set(name, await podNetns(name));
+    const uids = await Promise.all(ENROLLED.map(async (n) => (await api.get<{ metadata: { uid: string } }>(`/api/v1/namespaces/${NS}/pods/${n}`)).metadata.uid));
+    const t0 = Date.now();
+    await agent.stop({ uninstall: decision.uninstall });
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    // ztunnel (still connected) was told.
+    const dels = zt.requests.filter((r) => r.kind === "del").map((r) => (r as { uid: string }).uid);
+    for (const uid of uids) expect(dels).toContain(uid);
+    zt.close();
+    for (const name of ENROLLED) {
+      const netns = netnses.get(name)!;
+      expect((await inspectRules(netns, { dnsCapture: true, ipv6: true })).present).toBe(false);
+      expect(iptablesSave(netns)).not.toMatch(/ISTIO_/);
+      expect(execFileSync("nsenter", [`--net=${netns}`, "ip", "rule", "show"]).toString()).not.toMatch(/lookup 100/);
+      expect(await annotation(name)).toBeUndefined();
+      const pod = await api.get<{ status: { phase: string; containerStatuses: { restartCount: number }[] } }>(`/api/v1/namespaces/${NS}/pods/${name}`);
+      expect(pod.status.phase).toBe("Running");
+      expect(pod.status.containerStatuses[0]!.restartCount).toBe(0);
+    }
+    expect(conflistTypes()).toEqual(["ambit-local-bridge"]);
+    for (const f of pluginFiles()) expect(existsSync(f)).toBe(false);
+    expect(existsSync(join(cniRoot(), "var/run/ambit/cni.sock"))).toBe(false);
+    // The apps answer directly again (no ztunnel, no agent).
+    const sys = await podNetns("sys", "kube-system");
+    for (const name of ["web", "late"]) expect(httpFrom(sys, `http://${await podIp(name)}:8080/`)).toBe("200");
+    expect(httpFrom(netnses.get("late")!, `http://${await podIp("web")}:8080/`)).toBe("200");
+    // A new pod of the (still labelled) namespace starts: the plugin that would fail it closed is gone.
+    await api.post(`/api/v1/namespaces/${NS}/pods`, echoPod("after"));
+    await waitFor("after running", async () => (await api.get<{ status: { phase?: string } }>(`/api/v1/namespaces/${NS}/pods/after`)).status.phase === "Running", 60_000, 100);
+    expect(await annotation("after")).toBeUndefined();
+    expect((await inspectRules(await podNetns("after"), { dnsCapture: false, ipv6: true })).present).toBe(false);
   });
 });
