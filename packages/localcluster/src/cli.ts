@@ -1,15 +1,17 @@
 // ambit-local: a Kubernetes cluster on one machine, without Docker.
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { adminApi, down, status, up } from "./cluster.js";
-import { netnsPath, nodeIndex, nodeNetns, paths, podNetns } from "./layout.js";
-import { execIn, execInNetns } from "./run.js";
+import { down, status, up } from "./cluster.js";
+import { paths } from "./layout.js";
+import { installMesh } from "./mesh.js";
+import { parsePodRef, podExecArgv, podLogs } from "./pod-access.js";
+import { execIn } from "./run.js";
 import { loadState } from "./state.js";
 
 const USAGE = `usage: ambit-local <command>
 
-  up [--nodes N]            start a cluster of N nodes (default 2); replaces a previous one
+  up [--nodes N] [--mesh [-f values.yaml] [--set k=v]]
+                            start a cluster of N nodes (default 2); replaces a previous one; with --mesh, also
+                            install the mesh with its Helm chart (charts/ambit) and wait until it is Ready
   down                      remove everything the cluster made (processes, namespaces, files)
   status                    show the cluster's processes and nodes
   kubeconfig                print the admin kubeconfig path
@@ -19,33 +21,14 @@ const USAGE = `usage: ambit-local <command>
 
 class UsageError extends Error {}
 
-function podRef(arg: string | undefined): { namespace: string; name: string } {
-  const m = arg ? /^([^/]+)\/([^/]+)$/.exec(arg) : null;
-  if (!m) throw new UsageError(`expected <namespace>/<pod>, got ${arg ?? "nothing"}`);
-  return { namespace: m[1]!, name: m[2]! };
-}
-
-interface PodInfo {
-  metadata: { uid: string; name: string; namespace: string };
-  spec: { nodeName?: string; hostNetwork?: boolean };
-}
-
-async function getPod(arg: string | undefined): Promise<PodInfo> {
-  const ref = podRef(arg);
-  if (!loadState()) throw new Error("no local cluster is up (run: ambit-local up)");
-  return adminApi().get<PodInfo>(`/api/v1/namespaces/${ref.namespace}/pods/${ref.name}`);
-}
-
-function podDir(pod: PodInfo): string {
-  return join(paths.nodeRoot(pod.spec.nodeName ?? ""), "pods", `${pod.metadata.namespace}_${pod.metadata.name}_${pod.metadata.uid}`);
-}
-
-function readFileOr(file: string): string | null {
+/** A "<namespace>/<pod>" argument, or a usage error. */
+function podArg(arg: string | undefined): string {
   try {
-    return readFileSync(file, "utf8").trim();
-  } catch {
-    return null;
+    parsePodRef(arg);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
+  return arg!;
 }
 
 function requireUp(): void {
@@ -56,9 +39,17 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case "up": {
-      const { values } = parseArgs({ args: rest, options: { nodes: { type: "string", default: "2" } } });
+      const { values } = parseArgs({
+        args: rest,
+        options: { nodes: { type: "string", default: "2" }, mesh: { type: "boolean", default: false }, values: { type: "string", short: "f", multiple: true }, set: { type: "string", multiple: true } },
+      });
+      if (!values.mesh && (values.values?.length || values.set?.length)) throw new UsageError("-f/--values and --set go with --mesh");
       const info = await up({ nodes: Number(values.nodes) });
-      console.log(`cluster up with ${info.nodes} node(s)\nkubectl --kubeconfig ${info.kubeconfig} get nodes\nambit-local down   # to remove it`);
+      if (values.mesh) {
+        process.stderr.write("[ambit-local] installing the mesh: helm upgrade --install ambit charts/ambit -n istio-system\n");
+        await installMesh({ values: values.values ?? [], set: values.set ?? [] });
+      }
+      console.log(`cluster up with ${info.nodes} node(s)${values.mesh ? ", mesh installed (release ambit in istio-system)" : ""}\nkubectl --kubeconfig ${info.kubeconfig} get nodes\nambit-local down   # to remove it`);
       return 0;
     }
     case "down":
@@ -83,30 +74,11 @@ async function main(argv: string[]): Promise<number> {
       const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { container: { type: "string", short: "c" } } });
       const sep = rest.indexOf("--");
       if (sep < 0 || positionals.length < 2) throw new UsageError("usage: ambit-local exec <ns>/<pod> [-c container] -- command [args…]");
-      const pod = await getPod(positionals[0]);
-      const argv = rest.slice(sep + 1);
-      // Enter the running container's namespaces (network, mounts, host name), as kubectl exec does.
-      const dir = podDir(pod);
-      const names = values.container ? [values.container] : (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".pid")).map((f) => f.slice(0, -4)).sort() : []);
-      for (const name of names) {
-        const pid = readFileOr(join(dir, `${name}.pid`));
-        if (pid && existsSync(`/proc/${pid}`)) return execIn(["nsenter", "--target", pid, "--net", "--mount", "--uts", "--", ...argv]);
-      }
-      if (values.container) throw new Error(`pod ${positionals[0]} has no running container "${values.container}"`);
-      if (!pod.spec.nodeName) throw new Error(`pod ${positionals[0]} is not scheduled yet`);
-      const netns = pod.spec.hostNetwork ? nodeNetns(nodeIndex(pod.spec.nodeName)) : podNetns(pod.metadata.uid);
-      if (!existsSync(netnsPath(netns))) throw new Error(`pod ${positionals[0]} has no network namespace on this machine (is it running?)`);
-      return execInNetns(netns, argv);
+      return execIn(await podExecArgv(podArg(positionals[0]), rest.slice(sep + 1), values.container));
     }
     case "logs": {
       const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { container: { type: "string", short: "c" } } });
-      const pod = await getPod(positionals[0]);
-      const dir = podDir(pod);
-      const logs = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".log")).sort() : [];
-      if (!logs.length) throw new Error(`no logs for pod ${positionals[0]} (it has not run on this cluster)`);
-      const pick = values.container ? logs.filter((f) => f === `${values.container}.log`) : logs;
-      if (!pick.length) throw new Error(`pod ${positionals[0]} has no container "${values.container}" (has: ${logs.map((f) => f.slice(0, -4)).join(", ")})`);
-      for (const f of pick) process.stdout.write(readFileSync(join(dir, f)));
+      process.stdout.write(await podLogs(podArg(positionals[0]), values.container));
       return 0;
     }
     // Internal: processes the cluster starts for itself.
