@@ -18,7 +18,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const cli = join(root, "packages/localcluster/bin/ambit-local.js");
 const IDLE = Number(process.argv[2] ?? 10_000);
 const SECONDS = Number(process.argv[3] ?? 8);
-const { kubectl, waitFor, adminApi } = await import(join(root, "packages/localcluster/dist/index.js"));
+const { kubectl, waitFor, adminApi, installMesh } = await import(join(root, "packages/localcluster/dist/index.js"));
 
 // ---- tools ----
 const missing = ["iperf3", "hey"].filter((t) => { try { execFileSync("sh", ["-c", `command -v ${t}`]); return false; } catch { return true; } });
@@ -42,14 +42,12 @@ const inPod = async (pod, argv, timeoutMs) => {
 };
 
 // ---- cluster and mesh ----
-console.log("local cluster: up --nodes 2, mesh installed");
+console.log("local cluster: up --nodes 2, mesh installed by its Helm chart");
 execFileSync(process.execPath, [cli, "up", "--nodes", "2"], { stdio: ["ignore", "ignore", "inherit"] });
-await kubectl(["apply", "-f", join(root, "charts/ambit/crds")]);
-await kubectl(["apply", "-f", join(root, "e2e/manifests/mesh.yaml")]);
+await installMesh();
 const api = adminApi();
 const ready = async (ns, sel) => (await api.get(`/api/v1/namespaces/${ns}/pods?labelSelector=${encodeURIComponent(sel)}`)).items
   .filter((p) => p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"));
-await waitFor("mesh Ready", async () => (await ready("istio-system", "app in (istiod,ztunnel,istio-cni-node)")).length === 5, 120_000, 500);
 
 const modes = { direct: "bench-direct", mesh: "bench-mesh" };
 const objects = Object.entries(modes).flatMap(([mode, ns]) => [

@@ -1,11 +1,11 @@
-// The L4 suite: the mesh (controller with its CA, the cni-agent and one ztunnel per node) on a 2-node local
-// cluster, enrolled and plain namespaces, and real traffic between pods: mTLS by Service name same-node and
-// cross-node, only TLS on the wire, L4 authorization, STRICT/PERMISSIVE, mesh ↔ non-mesh, metrics that match the
+// The L4 suite: the mesh (controller with its CA, the cni-agent and one ztunnel per node), installed by its Helm
+// chart on a 2-node local cluster, enrolled and plain namespaces, and real traffic between pods: mTLS by Service
+// name same-node and cross-node, only TLS on the wire, L4 authorization, STRICT/PERMISSIVE, mesh ↔ non-mesh, metrics that match the
 // traffic, and a data plane that keeps working while the controller is down.
 import { randomBytes } from "node:crypto";
-import { adminApi, down, kubectl, up, waitFor, type Api } from "@ambit/localcluster";
+import { adminApi, captureNodeLink, down, installMesh, kubectl, up, waitFor, waitMeshReady, type Api } from "@ambit/localcluster";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { accessLog, capture, echo, execInPod, installMesh, metricSum, metricsText, readyPods, spawnInPod, tcpEcho, waitMeshReady, ztunnelOn } from "../src/mesh.js";
+import { accessLog, echo, execInPod, metricSum, metricsText, readyPods, spawnInPod, tcpEcho, ztunnelOn } from "../src/mesh.js";
 
 if (process.getuid?.() !== 0) throw new Error("the end-to-end suites need root");
 
@@ -46,10 +46,10 @@ async function completed(ztunnel: string, match: (rec: Record<string, unknown>) 
 }
 
 /** A connection from shop/client kept open: a line every 100 ms, counting the echoed lines; ends by itself after 60 s. */
-function longLived(host: string) {
+async function longLived(host: string) {
   const script = `const s=require("net").connect(9000,"${host}");let n=0;s.on("data",d=>{n+=String(d).split("\\n").length-1;console.log("echoed "+n)});` +
     `const t=setInterval(()=>s.write("tick\\n"),100);s.on("close",()=>{console.log("closed");process.exit(0)});s.on("error",()=>{});setTimeout(()=>process.exit(0),60000);`;
-  const child = spawnInPod("shop/client", [process.execPath, "-e", script]);
+  const child = await spawnInPod("shop/client", [process.execPath, "-e", script]);
   let echoed = 0;
   let closed = false;
   child.stdout!.on("data", (d: Buffer) => {
@@ -64,7 +64,7 @@ function longLived(host: string) {
 beforeAll(async () => {
   await up({ nodes: 2, progress: () => undefined });
   api = adminApi();
-  await installMesh(2);
+  await installMesh();
   await apply(
     { apiVersion: "v1", kind: "Namespace", metadata: { name: "shop", labels: { "istio.io/dataplane-mode": "ambient" } } },
     { apiVersion: "v1", kind: "Namespace", metadata: { name: "other", labels: { "istio.io/dataplane-mode": "ambient" } } },
@@ -108,7 +108,7 @@ describe("L4 mesh on the local cluster", () => {
   it("carries only TLS to port 15008 on the node link, while plain traffic to a non-mesh pod is visible", async () => {
     const marker = `AMBIT-SECRET-${randomBytes(8).toString("hex")}`;
     const payload = marker.repeat(50);
-    const mesh = await capture("node-1", `tcp and host ${ip["client"]} and host ${ip["web-2"]}`, async () => {
+    const mesh = await captureNodeLink("node-1", `tcp and host ${ip["client"]} and host ${ip["web-2"]}`, async () => {
       await exchange("shop/client", "web-2", 9000, payload);
     });
     expect(mesh.data.length).toBeGreaterThan(2 * payload.length); // the exchange was captured, both ways
@@ -116,7 +116,7 @@ describe("L4 mesh on the local cluster", () => {
     expect(mesh.ports.has(9000)).toBe(false);
     expect(mesh.data.includes(marker)).toBe(false);
     // Control: the same capture does see a plaintext payload (to a pod outside the mesh).
-    const plain = await capture("node-1", `tcp and host ${ip["client"]} and host ${ip["outsider"]}`, async () => {
+    const plain = await captureNodeLink("node-1", `tcp and host ${ip["client"]} and host ${ip["outsider"]}`, async () => {
       await exchange("shop/client", "outsider.plain", 9000, marker);
     });
     expect([...plain.ports], `${plain.data.length} bytes captured`).toContain(9000);
@@ -124,7 +124,7 @@ describe("L4 mesh on the local cluster", () => {
   });
 
   it("denies by principal with an L4 DENY policy, and only the selected workload; open connections are closed", async () => {
-    const open = longLived("web-2");
+    const open = await longLived("web-2");
     await waitFor("the long-lived connection echoes", async () => open.echoed() > 3, 20_000, 100);
     await apply({
       apiVersion: "security.istio.io/v1", kind: "AuthorizationPolicy", metadata: { name: "deny-client", namespace: "shop" },
@@ -215,7 +215,7 @@ describe("L4 mesh on the local cluster", () => {
   });
 
   it("keeps established and new connections to known workloads working while the controller is down", async () => {
-    const open = longLived("web-2");
+    const open = await longLived("web-2");
     try {
       await waitFor("the long-lived connection echoes", async () => open.echoed() > 3, 20_000, 100);
       await kubectl(["scale", "-n", "istio-system", "deployment/istiod", "--replicas=0"]);
@@ -231,6 +231,6 @@ describe("L4 mesh on the local cluster", () => {
       open.stop();
       await kubectl(["scale", "-n", "istio-system", "deployment/istiod", "--replicas=1"]);
     }
-    await waitMeshReady(2);
+    await waitMeshReady();
   });
 });
