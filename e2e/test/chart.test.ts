@@ -16,19 +16,19 @@ const chart = join(repo, "charts/ambit");
 // A loose view of Kubernetes objects: just enough typing to read the fields the assertions look at.
 interface EnvVar { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }
 interface Container {
-  name: string; image: string; env?: EnvVar[]; ports?: { name?: string; containerPort: number }[];
+  name: string; image: string; args?: string[]; env?: EnvVar[]; ports?: { name?: string; containerPort: number }[];
   volumeMounts?: { name: string; mountPath: string }[]; readinessProbe?: unknown; resources?: unknown;
   securityContext?: { capabilities?: { add?: string[] } };
 }
 interface PodSpec {
-  serviceAccountName?: string; hostNetwork?: boolean; terminationGracePeriodSeconds?: number; priorityClassName?: string;
+  serviceAccountName?: string; hostNetwork?: boolean; terminationGracePeriodSeconds?: number; priorityClassName?: string; restartPolicy?: string;
   containers: Container[]; volumes?: { name: string }[]; imagePullSecrets?: { name: string }[];
   nodeSelector?: Record<string, string>; tolerations?: unknown[]; affinity?: unknown;
 }
 interface Rule { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }
 interface Obj {
   apiVersion: string; kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
   spec?: {
     replicas?: number; selector?: unknown; minAvailable?: number | string;
     ports?: { name: string; port: number; targetPort?: number }[];
@@ -188,6 +188,18 @@ describe("the chart renders the mesh", () => {
     expect(role.metadata.namespace).toBe("istio-system");
     expect(role.rules).toEqual([{ apiGroups: ["apps"], resources: ["daemonsets"], resourceNames: ["istio-cni-node"], verbs: ["get", "list", "watch", "patch"] }]);
     expect(find(objs, "RoleBinding", "ambit-cni").subjects).toEqual([{ kind: "ServiceAccount", name: "istio-cni", namespace: "istio-system" }]);
+  });
+
+  it("runs the uninstall handshake as a pre-delete hook Job with the agents' account", () => {
+    const job = find(render(["--set", "cni.uninstallTimeoutSeconds=30"]), "Job", "ambit-cni-uninstall");
+    expect(job.metadata.annotations).toMatchObject({ "helm.sh/hook": "pre-delete", "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded" });
+    expect(pod(job).serviceAccountName).toBe("istio-cni");
+    expect(pod(job).restartPolicy).toBe("Never");
+    expect(container(job).image).toBe("ambit/cni-agent:0.1.0");
+    expect(container(job).args).toEqual(["uninstall-hook"]);
+    expect(fieldRef(job, "POD_NAMESPACE")).toBe("metadata.namespace");
+    expect(envValue(job, "CNI_DAEMONSET")).toBe("istio-cni-node");
+    expect(envValue(job, "UNINSTALL_HOOK_TIMEOUT_SECONDS")).toBe("30");
   });
 
   it("follows the release namespace everywhere", () => {

@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CniAgent } from "../src/agent.js";
 import { inspectRules } from "../src/redirect/index.js";
 import { decideOnExit, kubeExitCheckApi, type ExitCheckApi } from "../src/uninstall.js";
+import { UNINSTALL_ANNOTATION, requestUninstall, watchUninstallRequest } from "../src/uninstall-hook.js";
 
 if (process.getuid?.() !== 0) throw new Error("the agent's cluster tests need root");
 
@@ -256,6 +257,25 @@ describe("the hand-off to ztunnel", () => {
     await waitFor("a new snapshot", async () => zt.requests.some((r) => r.kind === "snapshot_sent"), 30_000, 50);
     expect(zt.requests.filter((r) => r.kind === "add").map((r) => (r as { info: { name: string } }).info.name).sort()).toEqual([...ENROLLED].sort());
     for (const name of ENROLLED) expect(iptablesSave(await podNetns(name))).toBe(before.get(name));
+  });
+
+  it("runs the pre-delete handshake: the hook's request reaches a watching agent; no DaemonSet means nothing to wait for", async () => {
+    const kc = new KubeConfig();
+    kc.loadFromFile(paths.adminKubeconfig());
+    let requested = 0;
+    const stop = watchUninstallRequest(kc, "istio-system", DS, () => requested++);
+    try {
+      // The DaemonSet runs no pod here, so nobody has to answer.
+      expect(await requestUninstall(kc, "istio-system", DS, 5000, () => undefined)).toEqual({ done: [], missing: [] });
+      const ds = await api.get<{ metadata: { annotations?: Record<string, string> } }>(`/apis/apps/v1/namespaces/istio-system/daemonsets/${DS}`);
+      expect(ds.metadata.annotations?.[UNINSTALL_ANNOTATION]).toBe("requested");
+      await waitFor("the watching agent is told", async () => requested === 1, 10_000, 100);
+      expect(await requestUninstall(kc, "istio-system", "no-such-daemonset", 5000, () => undefined)).toEqual({ done: [], missing: [] });
+    } finally {
+      await stop();
+      await api.patch(`/apis/apps/v1/namespaces/istio-system/daemonsets/${DS}`, { metadata: { annotations: { [UNINSTALL_ANNOTATION]: null } } });
+    }
+    expect(requested).toBe(1);
   });
 
   it("on exit with its DaemonSet gone (helm uninstall) leaves the node clean, the apps running and reachable, new pods starting", async () => {

@@ -121,16 +121,16 @@ async function main(): Promise<void> {
     const denied = (await podLogs(`istio-system/${z.metadata.name}`)).split("\n").filter((l) => l.includes("explicitly denied by: demo/deny-client"));
     if (!denied.length) continue;
     const r = JSON.parse(denied[denied.length - 1]!) as Record<string, unknown>;
-    console.log(`  [ztunnel on ${z.spec.nodeName}] ${r["msg"]}: src.identity=${r["src.identity"]} error="${r["error"]}"`);
+    console.log(`  [ztunnel on ${z.spec.nodeName}] ${r["msg"]}: src.addr=${r["src.addr"]} dst.addr=${r["dst.addr"]} error="${r["error"]}"`);
   }
 
   console.log(`
 The cluster stays up with the policy in place. To look around:
   export KUBECONFIG=${info.kubeconfig}
   ${kubectl} get pods -A -o wide
-  ${kubectl} delete authorizationpolicy -n demo deny-client      # let the client through again
-  ${cli} logs demo/${c.metadata.name}                               # the client's answers
-  ${cli} logs istio-system/${ztunnels[0]?.metadata.name}            # a ztunnel's access log
+  ${kubectl} delete authorizationpolicy -n demo deny-client   (lets the client through again)
+  ${cli} logs demo/${c.metadata.name}   (the client's answers)
+  ${cli} logs istio-system/${ztunnels[0]?.metadata.name}   (a ztunnel's access log)
   ${cli} exec istio-system/${ztunnels[0]?.metadata.name} -- node -e "fetch('http://127.0.0.1:15000/config_dump').then(r=>r.text()).then(console.log)"
   ${cli} status
 To remove everything:
