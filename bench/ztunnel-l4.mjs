@@ -44,7 +44,9 @@ const inPod = async (pod, argv, timeoutMs) => {
 // ---- cluster and mesh ----
 console.log("local cluster: up --nodes 2, mesh installed by its Helm chart");
 execFileSync(process.execPath, [cli, "up", "--nodes", "2"], { stdio: ["ignore", "ignore", "inherit"] });
-await installMesh();
+// AMBIT_BENCH_HELM_SET: extra chart values for an experiment, e.g. "ztunnel.nodeOptions=--max-semi-space-size=8".
+const helmSet = (process.env["AMBIT_BENCH_HELM_SET"] ?? "").split(";").filter(Boolean);
+await installMesh({ set: helmSet });
 const api = adminApi();
 const ready = async (ns, sel) => (await api.get(`/api/v1/namespaces/${ns}/pods?labelSelector=${encodeURIComponent(sel)}`)).items
   .filter((p) => p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"));
@@ -162,7 +164,7 @@ const z = (u) => Object.entries(u).map(([n, x]) => `${n}: ${f(x.cpu, 3)} vCPU, $
 const table = [
   `## ztunnel L4 data path vs direct pod-to-pod (${date}, commit ${commit})`,
   "",
-  `Command: \`node bench/ztunnel-l4.mjs ${IDLE} ${SECONDS}\` on ${cpus().length} cores (${cpus()[0]?.model.trim()}), Node ${process.version}; ` +
+  `Command: \`${helmSet.length ? `AMBIT_BENCH_HELM_SET=\x27${helmSet.join(";")}\x27 ` : ""}node bench/ztunnel-l4.mjs ${IDLE} ${SECONDS}\` on ${cpus().length} cores (${cpus()[0]?.model.trim()}), Node ${process.version}; ` +
   "local cluster with 2 nodes, client pod on node-1, server pod on node-2; load tools and proxies share the cores. " +
   "direct = plain namespace; mesh = enrolled namespace (two ztunnel hops, HBONE mTLS).",
   "",
