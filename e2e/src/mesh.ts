@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { adminApi, podExecArgv, podLogs, type Api } from "@ambit/localcluster";
+import { adminApi, podExecArgv, podLogs, waitFor, type Api } from "@ambit/localcluster";
 
 export const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
 /** The echo program as pods run it (the image ambit/echo maps to it). */
@@ -74,6 +74,32 @@ export async function metricsText(ztunnel: string): Promise<string> {
   const r = await execInPod(ztunnel, [process.execPath, "-e", script]);
   if (r.code !== 0) throw new Error(`metrics of ${ztunnel}: ${r.stderr}`);
   return r.stdout;
+}
+
+/** A ztunnel's /config_dump (admin port 15000, read inside its pod). */
+export async function configDump(ztunnel: string): Promise<{ workloads: { name?: string; namespace?: string; tunnel_protocol?: number | string }[] }> {
+  const script = "fetch('http://127.0.0.1:15000/config_dump').then(r=>r.text()).then(t=>process.stdout.write(t))";
+  const r = await execInPod(ztunnel, [process.execPath, "-e", script]);
+  if (r.code !== 0) throw new Error(`config dump of ${ztunnel}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as { workloads: { name?: string; namespace?: string; tunnel_protocol?: number | string }[] };
+}
+
+/**
+ * Waits until the pods of `namespace` are enrolled end to end: each annotated by the CNI agent (ztunnel acked its
+ * netns) and known as HBONE workloads to every ztunnel (the controller saw the annotation and pushed it).
+ */
+export async function waitEnrolled(api: Api, namespace: string, timeoutMs = 60_000): Promise<void> {
+  await waitFor(`pods of ${namespace} enrolled`, async () => {
+    const pods = (await api.get<{ items: { metadata: { name: string; annotations?: Record<string, string> } }[] }>(`/api/v1/namespaces/${namespace}/pods`)).items;
+    if (!pods.length || pods.some((p) => p.metadata.annotations?.["ambient.istio.io/redirection"] !== "enabled")) return false;
+    const ztunnels = await readyPods(api, "istio-system", "app=ztunnel");
+    for (const z of ztunnels) {
+      const dump = await configDump(`istio-system/${z.metadata.name}`);
+      const hbone = new Set(dump.workloads.filter((w) => w.namespace === namespace && (w.tunnel_protocol === 1 || w.tunnel_protocol === "HBONE")).map((w) => w.name));
+      if (pods.some((p) => !hbone.has(p.metadata.name))) return false;
+    }
+    return true;
+  }, timeoutMs, 500);
 }
 
 /** Sum of a metric's samples whose labels include all of `labels`. */

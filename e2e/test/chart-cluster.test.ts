@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CHART_DIR, MESH_NAMESPACE, adminApi, down, helm, installMesh, kubectl, paths, uninstallMesh, up, waitFor, type Api } from "@ambit/localcluster";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readyPods, tcpEcho } from "../src/mesh.js";
+import { accessLog, readyPods, tcpEcho, waitEnrolled, ztunnelOn } from "../src/mesh.js";
 
 if (process.getuid?.() !== 0) throw new Error("the end-to-end suites need root");
 
@@ -58,8 +58,12 @@ describe("the Helm chart on the local cluster", () => {
       const pods = await readyPods(api, NS, "app");
       return pods.length === 2 && (await appPods()).every((p) => p.metadata.annotations?.["ambient.istio.io/redirection"] === "enabled");
     }, 60_000, 300);
+    await waitEnrolled(api, NS);
     const b = (await appPods()).find((p) => p.metadata.name === "b")!;
     await waitFor("a → b through the mesh", async () => (await tcpEcho(`${NS}/a`, b.status.podIP!, 9000, "via-mesh")).stdout === "via-mesh", 30_000, 300);
+    // Through the mesh: b's ztunnel logged the exchange with a's SPIFFE identity.
+    const z = await ztunnelOn("node-2");
+    await waitFor("the exchange in b's ztunnel access log", async () => (await accessLog(z)).some((r) => r["msg"] === "connection complete" && r["src.identity"] === `spiffe://cluster.local/ns/${NS}/sa/default` && r["dst.hbone_addr"] === `${b.status.podIP}:9000`), 10_000, 300);
     for (const p of await appPods()) expect(iptablesIn(p.metadata.uid)).toContain("ISTIO_OUTPUT");
   });
 

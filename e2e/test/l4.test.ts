@@ -5,7 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { adminApi, captureNodeLink, down, installMesh, kubectl, up, waitFor, waitMeshReady, type Api } from "@ambit/localcluster";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { accessLog, echo, execInPod, metricSum, metricsText, readyPods, spawnInPod, tcpEcho, ztunnelOn } from "../src/mesh.js";
+import { accessLog, echo, execInPod, metricSum, metricsText, readyPods, spawnInPod, tcpEcho, waitEnrolled, ztunnelOn } from "../src/mesh.js";
 
 if (process.getuid?.() !== 0) throw new Error("the end-to-end suites need root");
 
@@ -80,6 +80,7 @@ beforeAll(async () => {
     for (const p of pods) ip[p.metadata.name] = p.status.podIP!;
     return pods.length === 5;
   }, 60_000, 300);
+  for (const ns of ["shop", "other"]) await waitEnrolled(api, ns);
 }, 600_000);
 
 // AMBIT_E2E_KEEP=1 leaves the cluster up for a look around (ambit-local down removes it).
