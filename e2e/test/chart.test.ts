@@ -30,7 +30,7 @@ interface Obj {
   apiVersion: string; kind: string;
   metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
   spec?: {
-    replicas?: number; selector?: unknown; minAvailable?: number | string;
+    replicas?: number; selector?: unknown; minAvailable?: number | string; maxUnavailable?: number | string;
     ports?: { name: string; port: number; targetPort?: number }[];
     template?: { metadata: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec: PodSpec };
   };
@@ -112,6 +112,7 @@ describe("the chart renders the mesh", () => {
       "DaemonSet/istio-cni-node", "DaemonSet/ztunnel",
       "Deployment/istiod",
       "Job/ambit-cni-uninstall",
+      "PodDisruptionBudget/istiod",
       "Role/ambit-cni", "Role/ambit-controller",
       "RoleBinding/ambit-cni", "RoleBinding/ambit-controller",
       "Service/istiod",
@@ -141,7 +142,9 @@ describe("the chart renders the mesh", () => {
     expect(container(d).readinessProbe).toMatchObject({ httpGet: { path: "/ready", port: 15014 } });
     const svc = find(objs, "Service", "istiod");
     expect(svc.spec!.ports!.map((p) => [p.name, p.port])).toEqual([["grpc-xds", 15010], ["https-dns", 15012], ["http-monitoring", 15014]]);
-    expect(objs.some((o) => o.kind === "PodDisruptionBudget")).toBe(false);
+    // One replica: a PodDisruptionBudget that never blocks a drain; none when turned off.
+    expect(find(objs, "PodDisruptionBudget", "istiod").spec).toEqual({ maxUnavailable: 1, selector: { matchLabels: { app: "istiod" } } });
+    expect(render(["--set", "controller.pdb.enabled=false"]).some((o) => o.kind === "PodDisruptionBudget")).toBe(false);
   });
 
   it("gives ztunnel its capabilities, token, root certificate, socket dir, downward-API env and addresses", () => {
@@ -286,7 +289,7 @@ describe("custom values", () => {
   });
 
   it("accepts a percentage for the PodDisruptionBudget", () => {
-    const pdb = find(render(["--set", "controller.pdb.enabled=true", "--set", "controller.pdb.minAvailable=50%"]), "PodDisruptionBudget", "istiod");
+    const pdb = find(render(["--set", "controller.replicas=2", "--set", "controller.pdb.minAvailable=50%"]), "PodDisruptionBudget", "istiod");
     expect(pdb.spec!.minAvailable).toBe("50%");
   });
 });
