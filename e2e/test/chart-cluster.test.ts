@@ -21,6 +21,8 @@ interface PodMeta { metadata: { name: string; uid: string; annotations?: Record<
 const meshPods = async () => (await api.get<{ items: PodMeta[] }>(`/api/v1/namespaces/${MESH_NAMESPACE}/pods`)).items;
 const uidsOf = async (app: string) => (await meshPods()).filter((p) => p.metadata.labels?.["app"] === app).map((p) => p.metadata.uid).sort();
 const appPods = async () => (await api.get<{ items: PodMeta[] }>(`/api/v1/namespaces/${NS}/pods`)).items;
+/** The nat rules of both nodes' netns. */
+const nodeNat = () => ["node-1", "node-2"].map((n) => execFileSync("ip", ["netns", "exec", `ambit-${n}`, "iptables-save", "-t", "nat"]).toString()).join("\n");
 const iptablesIn = (uid: string) => execFileSync("ip", ["netns", "exec", `ambit-pod-${uid}`, "sh", "-c", "iptables-save; ip6tables-save; ip rule"]).toString();
 
 beforeAll(async () => {
@@ -65,6 +67,8 @@ describe("the Helm chart on the local cluster", () => {
     const z = await ztunnelOn("node-2");
     await waitFor("the exchange in b's ztunnel access log", async () => (await accessLog(z)).some((r) => r["msg"] === "connection complete" && r["src.identity"] === `spiffe://cluster.local/ns/${NS}/sa/default` && r["dst.hbone_addr"] === `${b.status.podIP}:9000`), 10_000, 300);
     for (const p of await appPods()) expect(iptablesIn(p.metadata.uid)).toContain("ISTIO_OUTPUT");
+    // Each node SNATs its probes of its enrolled pods to 169.254.7.127.
+    await waitFor("probe SNAT on the nodes", async () => (await appPods()).every((p) => nodeNat().includes(`-d ${p.status.podIP}/32 -p tcp -m owner --socket-exists -j SNAT --to-source 169.254.7.127`)), 10_000, 300);
   });
 
   it("upgrades with a changed value by rolling only the pods it affects", async () => {
@@ -94,6 +98,7 @@ describe("the Helm chart on the local cluster", () => {
       expect(rules).not.toContain("ISTIO_");
       expect(rules).not.toMatch(/fwmark 0x111/);
     }
+    expect(nodeNat()).not.toContain("ISTIO_POSTRT");
     // The CNI conflist no longer chains our plugin, so new pods start.
     for (const node of ["node-1", "node-2"]) {
       const conf = execFileSync("sh", ["-c", `cat ${paths.nodeRoot(node)}/etc/cni/net.d/*.conflist`]).toString();

@@ -15,6 +15,7 @@ import { installPlugin, uninstallPlugin } from "./cni-install.js";
 import { AgentMetrics, startMonitoring } from "./monitoring.js";
 import { netnsByIp } from "./podnetns.js";
 import { applyRules, removeRules, RedirectError } from "./redirect/index.js";
+import { removeProbeSnat, syncProbeSnat } from "./redirect/probe-snat.js";
 import { cleanupPods, httpStatus, type CleanupTarget } from "./uninstall.js";
 import { ZdsNotConnectedError, ZdsServer } from "./zds/index.js";
 
@@ -28,6 +29,11 @@ export interface AgentOptions {
   excludedNamespaces: string[];
   zdsSocket: string;
   dnsCapture: boolean;
+  /**
+   * SNAT the node's probes of enrolled pods to 169.254.7.127 (see redirect/probe-snat.ts), in this netns ("" = the
+   * agent's own, as a hostNetwork pod). Off when undefined.
+   */
+  probeSnat?: { netns: string };
   log?: (msg: string, fields?: object) => void;
 }
 
@@ -56,6 +62,9 @@ export class CniAgent {
   private pods!: Collection<Pod>;
   private namespaces!: Collection<NamespaceLike>;
   private readonly enrolled = new Map<string, Enrolled>(); // by pod key ns/name
+  private probeSnatTimer?: NodeJS.Timeout;
+  private probeSnatRun: Promise<void> = Promise.resolve();
+  private probeSnatIps: string | undefined;
   private readonly queue = new Map<string, Promise<void>>();
   private readonly excluded: Set<string>;
   private readonly log: (msg: string, fields?: object) => void;
@@ -102,6 +111,7 @@ export class CniAgent {
     // Only once every existing pod is reconciled (rules checked and repaired, netns found) does ztunnel get to
     // connect, so its snapshot is complete.
     await Promise.all([...this.queue.values()]);
+    this.scheduleProbeSnat();
     await this.zds.listen();
     this.ready = true;
   }
@@ -125,6 +135,7 @@ export class CniAgent {
     const alive = pod && !pod.metadata.deletionTimestamp && phase !== "Succeeded" && phase !== "Failed";
     const want = pod && alive ? enrollment(pod, this.namespaces.get(pod.metadata.namespace ?? ""), this.excluded) : { enroll: false, reason: "the pod is gone or finished" };
     if (want.enroll && pod) {
+      if (current) this.scheduleProbeSnat(); // its IP may have just appeared
       // Without the CNI plugin's netns, the pod is found by its IP once it has one.
       if (current || pod.status?.podIP) {
         await this.enroll(key, pod, current).catch((err: Error) => {
@@ -161,6 +172,7 @@ export class CniAgent {
     await applyRules(netns, { dnsCapture: this.o.dnsCapture, ipv6: true });
     if (!current) {
       this.enrolled.set(key, { uid: pod.metadata.uid!, netns, acked: false });
+      this.scheduleProbeSnat();
       // A pod already marked (by an earlier run of the agent) keeps its mark: its rules never went away.
       if (!pod.metadata.annotations?.[Annotations.redirection]) await this.annotate(pod, "pending");
       const fd = openNetns(netns);
@@ -211,9 +223,30 @@ export class CniAgent {
       await this.zds.delWorkload(current.uid).catch(() => undefined);
       this.zds.removePod(current.uid);
       this.enrolled.delete(key);
+      this.scheduleProbeSnat();
       this.log("unenrolled", { pod: key, reason });
     }
     if (pod?.metadata.annotations?.[Annotations.redirection] && !pod.metadata.deletionTimestamp) await this.annotate(pod, null);
+  }
+
+  /** Rewrites the node's probe SNAT for the enrolled pods' IPs, once per burst of changes (serialized). */
+  private scheduleProbeSnat(): void {
+    const o = this.o.probeSnat;
+    if (!o || this.closing || this.probeSnatTimer) return;
+    this.probeSnatTimer = setTimeout(() => {
+      this.probeSnatTimer = undefined;
+      const ips = [...this.enrolled.keys()].flatMap((key) => {
+        const st = this.pods.get(key)?.status as { podIP?: string; podIPs?: { ip: string }[] } | undefined;
+        return st?.podIPs?.length ? st.podIPs.map((p) => p.ip) : st?.podIP ? [st.podIP] : [];
+      }).sort();
+      if (ips.join(",") === this.probeSnatIps) return;
+      this.probeSnatIps = ips.join(",");
+      this.probeSnatRun = this.probeSnatRun.then(() => syncProbeSnat(ips, o.netns)).catch((err: Error) => {
+        this.probeSnatIps = undefined; // retried on the next change
+        this.metrics.failures.inc({ op: "probe-snat" });
+        this.log("probe SNAT rules could not be written", { err: err.message });
+      });
+    }, 50);
   }
 
   private async annotate(pod: Pod, value: "pending" | "enabled" | null): Promise<void> {
@@ -295,6 +328,8 @@ export class CniAgent {
     });
     this.enrolled.clear();
     this.metrics.enrolled.set(0);
+    clearTimeout(this.probeSnatTimer);
+    if (this.o.probeSnat) await step("probe SNAT", () => this.probeSnatRun.then(() => removeProbeSnat(this.o.probeSnat!.netns)), Math.max(left(), 2000));
     // 4. ZDS and monitoring.
     await step("ZDS server", () => this.zds.close(), Math.max(left(), 500));
     await step("monitoring", () => new Promise<void>((r) => (this.monitoring ? this.monitoring.close(() => r()) : r())), Math.max(left(), 500));

@@ -4,7 +4,8 @@
 // comma-separated; kube-system by default), INPOD_UDS (the ZDS socket, Istio's default path), AMBIENT_DNS_CAPTURE,
 // MONITORING_PORT (/healthz, /readyz, /metrics; default 15014), CNI_CONF_DIR / CNI_BIN_DIR / CNI_AGENT_SOCKET
 // (where to install the chained plugin; not installed when CNI_CONF_DIR is unset), POD_NAME (its own pod, with
-// POD_NAMESPACE: how it finds its DaemonSet on exit), AMBIT_CNI_UNINSTALL_ON_EXIT (auto | true | false).
+// POD_NAMESPACE: how it finds its DaemonSet on exit), AMBIT_CNI_UNINSTALL_ON_EXIT (auto | true | false),
+// AMBIT_PROBE_SNAT (true: the node's probes of enrolled pods are SNATed to 169.254.7.127; see redirect/probe-snat.ts).
 //
 // Uninstall: the chart's pre-delete hook runs `ambit-cni-agent uninstall-hook` (CNI_DAEMONSET, default
 // istio-cni-node; UNINSTALL_HOOK_TIMEOUT_SECONDS, default 90), which asks every agent to clean its node while the
@@ -49,11 +50,13 @@ async function main(): Promise<void> {
   if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`MONITORING_PORT="${env["MONITORING_PORT"]}": set it to a port number`);
   const uninstallSetting = parseUninstallSetting(env[UNINSTALL_ENV]) ??
     fail(`${UNINSTALL_ENV}="${env[UNINSTALL_ENV]}": set it to auto (uninstall cleanup when the agent's DaemonSet is gone), true or false`);
+  const probeSnat = env["AMBIT_PROBE_SNAT"] ?? "true";
+  if (!["true", "false"].includes(probeSnat)) fail(`AMBIT_PROBE_SNAT="${probeSnat}": set it to true (SNAT the node's probes of enrolled pods to 169.254.7.127, so policies do not judge them) or false`);
   const cni = env["CNI_CONF_DIR"] ? { confDir: env["CNI_CONF_DIR"], binDir: env["CNI_BIN_DIR"] || "/opt/cni/bin", socket: env["CNI_AGENT_SOCKET"] || "/var/run/ambit/cni.sock" } : undefined;
   const kc = loadKubeConfig();
   const agent = new CniAgent({
     kc, nodeName, excludedNamespaces: [...excluded], zdsSocket: env["INPOD_UDS"] || DEFAULT_ZDS_SOCKET, dnsCapture: dns === "true",
-    monitoringPort: port, ...(cni ? { cni } : {}),
+    monitoringPort: port, ...(cni ? { cni } : {}), ...(probeSnat === "true" ? { probeSnat: { netns: "" } } : {}),
   });
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {

@@ -51,8 +51,9 @@ export interface NetnsRunner {
   run(argv: readonly string[], input?: string): Promise<string>;
 }
 
+/** Runs commands inside `netns` (a name under /var/run/netns or a path); "" means the caller's own netns. */
 export function netnsRunner(netns: string): NetnsRunner {
-  const prefix = netns.includes("/") ? ["nsenter", `--net=${netnsPath(netns)}`, "--"] : ["ip", "netns", "exec", netns];
+  const prefix = netns === "" ? [] : netns.includes("/") ? ["nsenter", `--net=${netnsPath(netns)}`, "--"] : ["ip", "netns", "exec", netns];
   return {
     run(argv, input) {
       const full = [...prefix, ...argv];
@@ -70,7 +71,7 @@ export function netnsRunner(netns: string): NetnsRunner {
           const stderr = Buffer.concat(err).toString("utf8").trim();
           if (code === 0) return resolve(Buffer.concat(out).toString("utf8"));
           const status = code === null ? `signal ${signal ?? "?"}` : `exit ${code}`;
-          const gone = !existsSync(netnsPath(netns));
+          const gone = netns !== "" && !existsSync(netnsPath(netns));
           reject(
             new RedirectError(
               gone
