@@ -2,7 +2,7 @@
 // request with an ACK or a NACK. AddWorkload carries the pod's netns fd. A protocol error (a bad message, a Keep
 // after the snapshot, a second snapshot) drops the connection; it is re-established with back-off (10 ms doubling
 // to 15 s), and the agent then replays its pods.
-import { ZdsProtocolError, decodeRequest, encodeAck, encodeHello, type ZdsRequest } from "@ambit/protocol";
+import { ZDS_MAX_MESSAGE, ZdsProtocolError, decodeRequest, encodeAck, encodeHello, type ZdsRequest } from "@ambit/protocol";
 import { SeqpacketSocket, closeFd, isNetnsFd } from "@ambit/sys";
 import type { Logger } from "pino";
 import type { WorkloadManager } from "./manager.js";
@@ -39,7 +39,7 @@ export class ZdsClient {
     if (this.stopped) return;
     let socket: SeqpacketSocket | undefined;
     try {
-      socket = await SeqpacketSocket.connect(this.path, { maxMessageSize: 1024 });
+      socket = await SeqpacketSocket.connect(this.path, { maxMessageSize: ZDS_MAX_MESSAGE });
       await socket.send(encodeHello());
     } catch (err) {
       socket?.destroy(); // connected, but the hello failed: do not leak the fd

@@ -7,7 +7,7 @@ import http2, { type Http2SecureServer, type Http2Session, type IncomingHttpHead
 import net, { type Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import {
-  HboneHeaders, Ports, ZTUNNEL_SELF_PORTS, formatAuthority, formatBaggage, formatForwarded, formatSpiffeId, formatTraceparent,
+  HboneHeaders, Http2Defaults, Ports, ZTUNNEL_SELF_PORTS, formatAuthority, formatBaggage, formatForwarded, formatSpiffeId, formatTraceparent,
   ipToBytes, parseAuthority, workloadIdentity, type Identity, type ZdsWorkloadInfo,
 } from "@ambit/protocol";
 import { closeFd, connectTcp, getOriginalDst, listenInNetns } from "@ambit/sys";
@@ -38,7 +38,7 @@ export class PodProxy {
   private readonly sessions = new Set<Http2Session>();
   private readonly relays = new Set<Relay>();
   private readonly inbound = new Set<InboundConnection>();
-  private cached?: { generation: number; workload: Workload | undefined };
+  private cached?: { generation: number; workload: Workload | undefined; identityUri?: string };
   private draining = false;
   private readonly onCertUpdate = (identity: string, cert: WorkloadCertificate) => {
     if (identity === this.identityUri && this.hbone) { this.hbone.setSecureContext(serverTlsOptions(cert)); }
@@ -59,20 +59,27 @@ export class PodProxy {
 
   /** The pod's xDS workload (joined by node, namespace, name and service account), when known. */
   workload(): Workload | undefined {
+    return this.current().workload;
+  }
+
+  /** The pod's SPIFFE identity: its namespace and service account, the trust domain of its workload (or ours). */
+  get identity(): Identity {
+    return workloadIdentity({ trust_domain: this.workload()?.trust_domain || this.ctx.config.trustDomain, namespace: this.info.namespace, service_account: this.info.serviceAccount });
+  }
+
+  /** The identity as a SPIFFE URI (validated once per xDS state). */
+  get identityUri(): string {
+    const c = this.current();
+    return (c.identityUri ??= formatSpiffeId(this.identity));
+  }
+
+  /** The pod's xDS workload, looked up again only when the xDS state changed. */
+  private current(): NonNullable<PodProxy["cached"]> {
     const { state, config } = this.ctx;
     if (this.cached?.generation !== state.generation) {
       this.cached = { generation: state.generation, workload: state.localWorkload(config.nodeName, this.info.name, this.info.namespace, this.info.serviceAccount || "default") };
     }
-    return this.cached.workload;
-  }
-
-  get identity(): Identity {
-    const w = this.workload();
-    return workloadIdentity({ trust_domain: w?.trust_domain || this.ctx.config.trustDomain, namespace: this.info.namespace, service_account: this.info.serviceAccount });
-  }
-
-  get identityUri(): string {
-    return formatSpiffeId(this.identity);
+    return this.cached;
   }
 
   /** Binds the three listeners inside the pod's netns and starts fetching the pod's certificate. */
@@ -93,15 +100,23 @@ export class PodProxy {
       this.listeners.push(server);
     };
     try {
-      await listen(Ports.outbound, (s) => void this.outbound(s));
-      await listen(Ports.inboundPlaintext, (s) => void this.plaintextInbound(s));
-      await listen(Ports.hbone, (s) => void this.hboneConnection(s));
+      await listen(Ports.outbound, (s) => this.guard(this.outbound(s), s));
+      await listen(Ports.inboundPlaintext, (s) => this.guard(this.plaintextInbound(s), s));
+      await listen(Ports.hbone, (s) => this.guard(this.hboneConnection(s), s));
     } catch (err) {
       for (const l of this.listeners) l.close();
       this.listeners.length = 0;
       this.ctx.certs.off("updated", this.onCertUpdate);
       throw err;
     }
+  }
+
+  /** A connection handler that fails unexpectedly (e.g. malformed xDS data) ends its connection, not the process. */
+  private guard(handling: Promise<void>, conn: { destroy(): void }): void {
+    handling.catch((err: Error) => {
+      this.ctx.log.error({ err, pod: this.name }, "connection handler failed");
+      conn.destroy();
+    });
   }
 
   get name(): string {
@@ -134,10 +149,10 @@ export class PodProxy {
   recheckPolicies(): void {
     const w = this.workload();
     for (const c of this.inbound) {
-      const d = w ? authorize(this.ctx.state.policies, { namespace: w.namespace ?? "", authorizationPolicies: w.authorization_policies ?? [] }, c.authz) : { allowed: false, reason: "local workload unknown" };
-      if (!d.allowed) {
-        this.ctx.log.info({ pod: this.name, reason: d.reason }, "connection closed due to policy change");
-        c.relay.destroy(new Error(`connection closed due to policy change: ${d.reason}`));
+      const denial = this.authorize(w, c.authz);
+      if (denial) {
+        this.ctx.log.info({ pod: this.name, reason: denial }, "connection closed due to policy change");
+        c.relay.destroy(new Error(`connection closed due to policy change: ${denial}`));
       }
     }
   }
@@ -250,7 +265,7 @@ export class PodProxy {
     const local = this.workload();
     const info: ConnectionInfo = {
       reporter: "destination", mtls: false,
-      src: { addr: formatAuthority(srcIp, downstream.remotePort ?? 0), ...(this.sourceWorkload(srcIp) ? { workload: this.sourceWorkload(srcIp)! } : {}) },
+      src: { addr: formatAuthority(srcIp, downstream.remotePort ?? 0), ...this.sourceWorkload(srcIp) },
       dst: { addr: formatAuthority(dstIp, dst.port), ...(local ? { workload: local } : {}) },
     };
     if (ZTUNNEL_SELF_PORTS.includes(dst.port)) {
@@ -303,7 +318,7 @@ export class PodProxy {
       ...serverTlsOptions(cert),
       allowHTTP1: false,
       maxSessionMemory: 64,
-      settings: { initialWindowSize: h2.streamWindow, maxFrameSize: h2.maxFrameSize, maxConcurrentStreams: 200, maxHeaderListSize: 64 * 1024, enablePush: false },
+      settings: { initialWindowSize: h2.streamWindow, maxFrameSize: h2.maxFrameSize, maxConcurrentStreams: Http2Defaults.serverMaxStreams, maxHeaderListSize: 64 * 1024, enablePush: false },
     });
     server.on("secureConnection", (tlsSocket: TLSSocket) => {
       // The client's trust domain must be ours.
@@ -319,7 +334,7 @@ export class PodProxy {
       session.on("error", () => undefined);
       session.setLocalWindowSize(h2.connectionWindow);
     });
-    server.on("stream", (stream, headers) => void this.connect(stream, headers));
+    server.on("stream", (stream, headers) => this.guard(this.connect(stream, headers), stream));
     server.on("tlsClientError", () => undefined);
     this.hbone = server;
     return server;
@@ -338,7 +353,7 @@ export class PodProxy {
     const service = fwdHost ? this.ctx.state.serviceByHostname(fwdHost, local?.namespace ?? "") : undefined;
     const info: ConnectionInfo = {
       reporter: "destination", mtls: true,
-      src: { addr: formatAuthority(srcIp, tlsSocket?.remotePort ?? 0), ...(peer ? { identity: peer.uri } : {}), ...(this.sourceWorkload(srcIp) ? { workload: this.sourceWorkload(srcIp)! } : {}) },
+      src: { addr: formatAuthority(srcIp, tlsSocket?.remotePort ?? 0), ...(peer ? { identity: peer.uri } : {}), ...this.sourceWorkload(srcIp) },
       dst: { addr: formatAuthority(localIp, Ports.hbone), hboneAddr: authority, ...(local ? { workload: local } : {}), ...(service ? { service } : {}), identity: this.identityUri },
     };
     const refuse = (status: number, flag: ResponseFlag, reason: string) => {
@@ -372,8 +387,10 @@ export class PodProxy {
     return d.allowed ? null : d.reason;
   }
 
-  private sourceWorkload(ip: string): Workload | undefined {
-    return ip ? this.ctx.state.workloadByIp(this.ctx.config.network, ip) : undefined;
+  /** The client's workload by its address, as the `src` fields of telemetry (`{}` when unknown). */
+  private sourceWorkload(ip: string): { workload?: Workload } {
+    const w = ip ? this.ctx.state.workloadByIp(this.ctx.config.network, ip) : undefined;
+    return w ? { workload: w } : {};
   }
 
   /** Connects to the app inside the pod, from the original client's address when that can be spoofed. */

@@ -8,7 +8,7 @@ import type { Socket } from "node:net";
 import tls from "node:tls";
 import { Http2Defaults, formatAuthority } from "@ambit/protocol";
 import type { WorkloadCertificate } from "../identity/index.js";
-import { clientTlsOptions, secureContextOf } from "./tls.js";
+import { ALPN_H2, clientTlsOptions, secureContextOf } from "./tls.js";
 
 export interface H2Settings {
   streamWindow: number;
@@ -162,7 +162,7 @@ export class HbonePool {
       const onError = (err: Error) => { clearTimeout(timer); tcp.destroy(); reject(new HboneError(`TLS with ${formatAuthority(t.ip, t.port)}: ${err.message}`, "TLS_FAILURE")); };
       s.once("error", onError);
     });
-    if (secure.alpnProtocol !== "h2") {
+    if (secure.alpnProtocol !== ALPN_H2) {
       secure.destroy();
       throw new HboneError(`${formatAuthority(t.ip, t.port)} did not negotiate ALPN h2`, "H2_HANDSHAKE_FAILURE");
     }
@@ -192,7 +192,7 @@ export class HbonePool {
   private keepalive(p: PooledSession): void {
     const schedule = () => {
       p.pingTimer = setTimeout(() => {
-        const deadline = setTimeout(() => p.session.destroy(new Error("HBONE keepalive: no PONG within 20s")), Http2Defaults.pingTimeoutMs);
+        const deadline = setTimeout(() => p.session.destroy(new Error(`HBONE keepalive: no PONG within ${Http2Defaults.pingTimeoutMs / 1000}s`)), Http2Defaults.pingTimeoutMs);
         deadline.unref();
         try {
           p.session.ping((err) => { clearTimeout(deadline); if (!err) schedule(); });

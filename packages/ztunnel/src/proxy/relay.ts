@@ -30,8 +30,9 @@ function failedStream(s: Http2Stream): boolean {
 
 /**
  * Tunnel → socket: HTTP/2 hands data over in small chunks (a TLS record holds at most 16 KiB, split around frame
- * headers), and one write() each means one syscall each. Corking the socket for the rest of the tick turns the
- * chunks of one read into a single writev. Back-pressure as pipe() does it: pause the stream until 'drain'.
+ * headers), and one write() each means one syscall each. Corking the socket until the end of this event-loop turn
+ * (setImmediate: Node drains process.nextTick after every HTTP/2 chunk, so a tick is too short) turns the chunks of
+ * one read into a single writev. Back-pressure as pipe() does it: pause the stream until 'drain'.
  */
 function coalesce(from: Http2Stream, to: Socket): void {
   let corked = false;

@@ -71,13 +71,13 @@ function resolveWaypoint(state: ProxyState, network: string, gw: istio.workload.
 
 function endpointOf(state: ProxyState, svc: Service, servicePort: number, preferV6: boolean): { w: Workload; ip: string; port: number; service: Service } | null {
   const key = serviceResourceName(svc.namespace ?? "", svc.hostname ?? "");
+  // Addresses are turned into text for the chosen endpoint only (this runs per outbound connection).
   const candidates = state.endpoints(key).flatMap((w) => {
-    const ip = ipOf(w, preferV6);
-    const port = targetPort(svc, w, servicePort);
-    return ip && port ? [{ w, ip, port }] : [];
+    const port = (w.addresses?.length ?? 0) > 0 ? targetPort(svc, w, servicePort) : 0;
+    return port ? [{ w, port }] : [];
   });
   const chosen = pick(candidates);
-  return chosen ? { ...chosen, service: svc } : null;
+  return chosen ? { ...chosen, ip: ipOf(chosen.w, preferV6)!, service: svc } : null;
 }
 
 export interface RouteInput {

@@ -32,16 +32,24 @@ export function uriSans(peer: PeerCertificate | null | undefined): string[] {
   return alt.split(", ").filter((s) => s.startsWith("URI:")).map((s) => s.slice(4));
 }
 
-/** The peer's SPIFFE identity (the first parsable URI SAN), or null. */
-export function peerIdentity(socket: TLSSocket): { uri: string; id: Identity } | null {
+type PeerIdentity = { uri: string; id: Identity } | null;
+const peers = new WeakMap<TLSSocket, PeerIdentity>();
+
+/** The peer's SPIFFE identity (the first parsable URI SAN), or null; worked out once per TLS connection. */
+export function peerIdentity(socket: TLSSocket): PeerIdentity {
+  let peer = peers.get(socket);
+  if (peer !== undefined) return peer;
+  peer = null;
   for (const uri of uriSans(socket.getPeerCertificate())) {
     try {
-      return { uri, id: parseSpiffeId(uri) };
+      peer = { uri, id: parseSpiffeId(uri) };
+      break;
     } catch {
       // not a SPIFFE id: try the next SAN
     }
   }
-  return null;
+  peers.set(socket, peer);
+  return peer;
 }
 
 /** tls.connect options for an HBONE client over an already connected TCP socket. */

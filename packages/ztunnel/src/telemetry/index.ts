@@ -1,6 +1,6 @@
 // Telemetry of one ztunnel process: the traffic metrics and access log of every proxied connection (reference §8.1,
-// §8.2), plus the xDS and workload-manager metrics. The proxy calls `open()` when a connection is accepted, lets its
-// copy loop add to `record.sent` / `record.received`, and calls `record.close()` once when the connection ends.
+// §8.2), plus the xDS and workload-manager metrics. The proxy calls `open()` when a connection is accepted, sets
+// `record.sent` / `record.received` from the sockets' byte counters when it ends, then calls `record.close()` once.
 import { performance } from "node:perf_hooks";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { Logger } from "pino";
@@ -102,9 +102,9 @@ export class Telemetry {
  * client sent (the request bytes); for the destination reporter `bytes_sent` is what the server sent.
  */
 export class ConnectionRecord {
-  /** Bytes written to the downstream (response direction). The copy loop adds to it directly. */
+  /** Bytes written to the downstream (response direction), set when the connection ends. */
   sent = 0;
-  /** Bytes read from the downstream (request direction). The copy loop adds to it directly. */
+  /** Bytes read from the downstream (request direction), set when the connection ends. */
   received = 0;
   readonly info: ConnectionInfo;
   readonly startedAt = performance.now();
