@@ -3,9 +3,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { adminApi, podExecArgv, podLogs, waitFor, type Api } from "@ambit/localcluster";
+import { adminApi, podExecArgv, waitFor, ztunnelAccessLog, ztunnelGet, type Api } from "@ambit/localcluster";
 
-export const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
+const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
 /** The echo program as pods run it (the image ambit/echo maps to it). */
 export const echo = join(repo, "packages/echo/dist/main.js");
 
@@ -57,31 +57,14 @@ export async function ztunnelOn(node: string): Promise<string> {
 }
 
 /** The JSON access-log records of a ztunnel ("connection complete" / "connection failed" …). */
-export async function accessLog(ztunnel: string): Promise<Record<string, unknown>[]> {
-  return (await podLogs(ztunnel)).split("\n").flatMap((l) => {
-    try {
-      const rec = JSON.parse(l) as Record<string, unknown>;
-      return rec["scope"] === "access" ? [rec] : [];
-    } catch {
-      return [];
-    }
-  });
-}
+export const accessLog = ztunnelAccessLog;
 
 /** A ztunnel's Prometheus text from its 15020 port (read inside its pod). */
-export async function metricsText(ztunnel: string): Promise<string> {
-  const script = "fetch('http://127.0.0.1:15020/metrics').then(r=>r.text()).then(t=>process.stdout.write(t))";
-  const r = await execInPod(ztunnel, [process.execPath, "-e", script]);
-  if (r.code !== 0) throw new Error(`metrics of ${ztunnel}: ${r.stderr}`);
-  return r.stdout;
-}
+export const metricsText = (ztunnel: string): Promise<string> => ztunnelGet(ztunnel, 15020, "/metrics");
 
 /** A ztunnel's /config_dump (admin port 15000, read inside its pod). */
 export async function configDump(ztunnel: string): Promise<{ workloads: { name?: string; namespace?: string; tunnel_protocol?: number | string }[] }> {
-  const script = "fetch('http://127.0.0.1:15000/config_dump').then(r=>r.text()).then(t=>process.stdout.write(t))";
-  const r = await execInPod(ztunnel, [process.execPath, "-e", script]);
-  if (r.code !== 0) throw new Error(`config dump of ${ztunnel}: ${r.stderr}`);
-  return JSON.parse(r.stdout) as { workloads: { name?: string; namespace?: string; tunnel_protocol?: number | string }[] };
+  return JSON.parse(await ztunnelGet(ztunnel, 15000, "/config_dump")) as { workloads: { name?: string; namespace?: string; tunnel_protocol?: number | string }[] };
 }
 
 /**

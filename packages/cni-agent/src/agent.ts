@@ -220,8 +220,7 @@ export class CniAgent {
       await removeRules(current.netns).catch((err: Error) => {
         if (!(err instanceof RedirectError && err.code === "NETNS_NOT_FOUND")) throw err;
       });
-      await this.zds.delWorkload(current.uid).catch(() => undefined);
-      this.zds.removePod(current.uid);
+      await this.zds.delWorkload(current.uid).catch(() => undefined); // also forgets the pod
       this.enrolled.delete(key);
       this.scheduleProbeSnat();
       this.log("unenrolled", { pod: key, reason });

@@ -7,6 +7,7 @@
 import { AppsV1Api, CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig } from "@kubernetes/client-node";
 import { informerCollection, listJson, ObjectMeta, type Collection } from "@ambit/kube";
 import { z } from "zod";
+import { daemonSetOwner, httpStatus } from "./uninstall.js";
 
 export const UNINSTALL_ANNOTATION = "ambit.io/uninstall";
 export const REQUESTED = "requested";
@@ -20,8 +21,7 @@ const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 /** The name of the DaemonSet that owns pod `namespace/name`, or undefined. */
 export async function ownDaemonSet(kc: KubeConfig, namespace: string, name: string): Promise<string | undefined> {
   const pod = await kc.makeApiClient(CoreV1Api).readNamespacedPod({ namespace, name });
-  const owners = (pod.metadata?.ownerReferences ?? []).filter((o) => o.kind === "DaemonSet");
-  return (owners.find((o) => o.controller) ?? owners[0])?.name;
+  return daemonSetOwner(pod.metadata?.ownerReferences ?? [])?.name;
 }
 
 /**
@@ -62,7 +62,7 @@ export async function requestUninstall(kc: KubeConfig, namespace: string, daemon
   try {
     ds = await apps.patchNamespacedDaemonSet({ namespace, name: daemonSet, body: { metadata: { annotations: { [UNINSTALL_ANNOTATION]: REQUESTED } } } }, mergePatch);
   } catch (err) {
-    if ((err as { code?: number }).code === 404) return { done: [], missing: [] }; // no agents: nothing to clean
+    if (httpStatus(err) === 404) return { done: [], missing: [] }; // no agents: nothing to clean
     throw err;
   }
   const selector = Object.entries(ds.spec?.selector?.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`).join(",");

@@ -70,6 +70,12 @@ const message = (err: unknown): string => {
   return status !== undefined ? `HTTP ${status}` : text;
 };
 
+/** The DaemonSet that owns a pod: its controller reference, else the first DaemonSet owner. */
+export function daemonSetOwner(owners: readonly OwnerReference[]): OwnerReference | undefined {
+  const daemonSets = owners.filter((o) => o.kind === "DaemonSet" && (o.apiVersion ?? "apps/v1").startsWith("apps/") && o.name);
+  return daemonSets.find((o) => o.controller) ?? daemonSets[0];
+}
+
 /**
  * Uninstall or restart? `self` is the agent's own pod (POD_NAME, POD_NAMESPACE); its owner reference names the
  * DaemonSet, which is looked up in the same namespace. Never throws: every failure decides "restart".
@@ -87,8 +93,7 @@ export async function decideOnExit(api: ExitCheckApi, self: { podName?: string |
   } catch (err) {
     return { uninstall: false, reason: `reading the agent's own pod ${namespace}/${podName} failed (${message(err)}); keeping the node as it is` };
   }
-  const daemonSets = owners.filter((o) => o.kind === "DaemonSet" && (o.apiVersion ?? "apps/v1").startsWith("apps/") && o.name);
-  const owner = daemonSets.find((o) => o.controller) ?? daemonSets[0];
+  const owner = daemonSetOwner(owners);
   if (!owner) return { uninstall: false, reason: `the pod ${namespace}/${podName} is not owned by a DaemonSet; keeping the node as it is` };
   const ds = `${namespace}/${owner.name}`;
   let found: Awaited<ReturnType<ExitCheckApi["readDaemonSet"]>>;

@@ -6,10 +6,9 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { waitFor } from "./api.js";
 import { captureNodeLink } from "./capture.js";
-import { adminApi, up } from "./cluster.js";
-import { installMesh } from "./mesh.js";
-import { podExecArgv, podLogs } from "./pod-access.js";
-import { run } from "./run.js";
+import { adminApi, kubectl, up } from "./cluster.js";
+import { MESH_NAMESPACE, MESH_RELEASE, installMesh, ztunnelAccessLog, ztunnelGet } from "./mesh.js";
+import { podLogs } from "./pod-access.js";
 import { loadState } from "./state.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -39,22 +38,16 @@ function showAnswer(line: string): string {
   return m ? `answered by ${m[1]} on ${m[2]}; it saw the caller as ${m[4]}` : line.replace(/^\S+ /, "");
 }
 
-async function inPod(ref: string, argv: string[]): Promise<string> {
-  const [cmd, ...args] = await podExecArgv(ref, argv);
-  return run(cmd!, args, { timeoutMs: 30_000 });
-}
-
 async function main(): Promise<void> {
   const info = await up({ nodes: 2 });
-  const kubectl = join(loadState()!.binDir!, "kubectl");
-  const k = (...args: string[]) => run(kubectl, ["--kubeconfig", info.kubeconfig, ...args], { timeoutMs: 120_000 });
+  const kubectlPath = join(loadState()!.binDir!, "kubectl"); // for the hints at the end
 
-  say("installing the mesh with its Helm chart: helm upgrade --install ambit charts/ambit -n istio-system");
+  say(`installing the mesh with its Helm chart: helm upgrade --install ${MESH_RELEASE} charts/ambit -n ${MESH_NAMESPACE}`);
   await installMesh();
   for (const p of await pods("istio-system", "app in (istiod,ztunnel,istio-cni-node)")) console.log(`  ${p.metadata.name.padEnd(28)} on ${p.spec.nodeName}  Ready`);
 
   say("deploying the sample app (packages/localcluster/demo/sample-app.yaml), not yet in the mesh");
-  console.log((await k("apply", "-f", join(here, "../demo/sample-app.yaml"))).trim().replace(/^/gm, "  "));
+  console.log((await kubectl(["apply", "-f", join(here, "../demo/sample-app.yaml")])).trim().replace(/^/gm, "  "));
   await waitFor("3 Ready echo replicas and the client", async () => (await pods("demo", "app=echo")).filter(isReady).length === 3 && (await pods("demo", "app=client")).filter(isReady).length === 1, 120_000, 250);
   const [client] = await pods("demo", "app=client");
   const c = client!;
@@ -67,7 +60,7 @@ async function main(): Promise<void> {
 
   say("enrolling the namespace while the client keeps calling: kubectl label namespace demo istio.io/dataplane-mode=ambient");
   const enrolledAt = Date.now();
-  await k("label", "namespace", "demo", "istio.io/dataplane-mode=ambient", "--overwrite");
+  await kubectl(["label", "namespace", "demo", "istio.io/dataplane-mode=ambient", "--overwrite"]);
   await waitFor("every demo pod redirected", async () => (await pods("demo", "app")).every((p) => p.metadata.annotations?.["ambient.istio.io/redirection"] === "enabled"), 60_000, 250);
   console.log("  every pod of the namespace is annotated ambient.istio.io/redirection=enabled; no pod was restarted:");
   for (const p of await pods("demo", "app")) console.log(`    ${p.metadata.name}: restarts ${p.status.containerStatuses?.[0]?.restartCount ?? 0}`);
@@ -85,11 +78,8 @@ async function main(): Promise<void> {
   const ztunnels = await pods("istio-system", "app=ztunnel");
   const records: Record<string, unknown>[] = [];
   for (const z of ztunnels) {
-    for (const line of (await podLogs(`istio-system/${z.metadata.name}`)).split("\n")) {
-      try {
-        const r = JSON.parse(line) as Record<string, unknown>;
-        if (r["scope"] === "access" && r["msg"] === "connection complete" && r["direction"] === "inbound" && echoes.some((e) => String(r["dst.hbone_addr"]).startsWith(`${e.status.podIP}:`))) records.push({ node: z.spec.nodeName, ...r });
-      } catch { /* not JSON */ }
+    for (const r of await ztunnelAccessLog(`istio-system/${z.metadata.name}`)) {
+      if (r["msg"] === "connection complete" && r["direction"] === "inbound" && echoes.some((e) => String(r["dst.hbone_addr"]).startsWith(`${e.status.podIP}:`))) records.push({ node: z.spec.nodeName, ...r });
     }
   }
   for (const r of records.slice(-2)) {
@@ -98,7 +88,7 @@ async function main(): Promise<void> {
 
   say("the TCP metrics (ztunnel :15020/metrics, reporter=destination, client → echo)");
   for (const z of ztunnels) {
-    const text = await inPod(`istio-system/${z.metadata.name}`, [process.execPath, "-e", "fetch('http://127.0.0.1:15020/metrics').then(r=>r.text()).then(t=>process.stdout.write(t))"]);
+    const text = await ztunnelGet(`istio-system/${z.metadata.name}`, 15020, "/metrics");
     for (const line of text.split("\n").filter((l) => /^istio_tcp_(connections_opened_total|received_bytes_total)\{reporter="destination",source_workload="client"/.test(l))) {
       const labels = Object.fromEntries([...line.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
       const shown = ["source_principal", "destination_workload", "connection_security_policy"].map((k) => `${k}="${labels[k]}"`).join(",");
@@ -110,7 +100,7 @@ async function main(): Promise<void> {
   const policy = { apiVersion: "security.istio.io/v1", kind: "AuthorizationPolicy", metadata: { name: "deny-client", namespace: "demo" }, spec: { selector: { matchLabels: { app: "echo" } }, action: "DENY", rules: [{ from: [{ source: { principals: ["cluster.local/ns/demo/sa/client"] } }] }] } };
   console.log(`  ${JSON.stringify(policy.spec)}`);
   const deniedAt = Date.now();
-  await run(kubectl, ["--kubeconfig", info.kubeconfig, "apply", "-f", "-"], { input: JSON.stringify(policy), timeoutMs: 60_000 });
+  await kubectl(["apply", "-f", "-"], JSON.stringify(policy));
   const failures = await waitFor("the client being denied", async () => {
     const l = (await answersSince(c.metadata.name, deniedAt + 500)).filter((x) => / error /.test(x));
     return l.length >= 2 && l;
@@ -118,17 +108,16 @@ async function main(): Promise<void> {
   console.log("  the client now gets:");
   for (const l of failures.slice(0, 2)) console.log(`    ${l.replace(/^\S+ /, "")}`);
   for (const z of ztunnels) {
-    const denied = (await podLogs(`istio-system/${z.metadata.name}`)).split("\n").filter((l) => l.includes("explicitly denied by: demo/deny-client"));
-    if (!denied.length) continue;
-    const r = JSON.parse(denied[denied.length - 1]!) as Record<string, unknown>;
+    const r = (await ztunnelAccessLog(`istio-system/${z.metadata.name}`)).filter((x) => String(x["error"]).includes("explicitly denied by: demo/deny-client")).pop();
+    if (!r) continue;
     console.log(`  [ztunnel on ${z.spec.nodeName}] ${r["msg"]}: src.addr=${r["src.addr"]} dst.addr=${r["dst.addr"]} error="${r["error"]}"`);
   }
 
   console.log(`
 The cluster stays up with the policy in place. To look around:
   export KUBECONFIG=${info.kubeconfig}
-  ${kubectl} get pods -A -o wide
-  ${kubectl} delete authorizationpolicy -n demo deny-client   (lets the client through again)
+  ${kubectlPath} get pods -A -o wide
+  ${kubectlPath} delete authorizationpolicy -n demo deny-client   (lets the client through again)
   ${cli} logs demo/${c.metadata.name}   (the client's answers)
   ${cli} logs istio-system/${ztunnels[0]?.metadata.name}   (a ztunnel's access log)
   ${cli} exec istio-system/${ztunnels[0]?.metadata.name} -- node -e "fetch('http://127.0.0.1:15000/config_dump').then(r=>r.text()).then(console.log)"

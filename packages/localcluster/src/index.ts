@@ -4,6 +4,6 @@ export { Api, ApiError, waitFor, targetFromKubeconfig } from "./api.js";
 export { attachPod, detachPod, createNetns, deleteNetns, netnsExists } from "./network.js";
 export * from "./layout.js";
 export { ensureBinaries } from "./binaries.js";
-export { installMesh, uninstallMesh, waitMeshReady, helm, helmBinary, CHART_DIR, MESH_NAMESPACE, MESH_RELEASE, type MeshOptions } from "./mesh.js";
+export { installMesh, uninstallMesh, waitMeshReady, helm, ztunnelAccessLog, ztunnelGet, CHART_DIR, MESH_NAMESPACE, type MeshOptions } from "./mesh.js";
 export { captureNodeLink, type Capture } from "./capture.js";
-export { getPod, podExecArgv, podLogs, podDir, parsePodRef, type PodInfo } from "./pod-access.js";
+export { podExecArgv, podLogs } from "./pod-access.js";

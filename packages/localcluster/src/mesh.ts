@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import { waitFor } from "./api.js";
 import { adminApi } from "./cluster.js";
 import { paths } from "./layout.js";
+import { podExecArgv, podLogs } from "./pod-access.js";
 import { run } from "./run.js";
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -91,4 +92,25 @@ export async function waitMeshReady(timeoutMs = 180_000): Promise<void> {
   } catch (err) {
     throw new Error(`the mesh is not ready after ${Math.round(timeoutMs / 1000)} s: ${last.join(", ")} (${(err as Error).message})`);
   }
+}
+
+// ---- looking into a running ztunnel (e2e suites, demo) ----
+
+/** GETs `path` from a ztunnel's own port (15020 metrics, 15000 admin) from inside its pod. */
+export async function ztunnelGet(ztunnel: string, port: number, path: string): Promise<string> {
+  const script = `fetch('http://127.0.0.1:${port}${path}').then(r=>r.text()).then(t=>process.stdout.write(t))`;
+  const [cmd, ...args] = await podExecArgv(ztunnel, [process.execPath, "-e", script]);
+  return run(cmd!, args, { timeoutMs: 30_000 });
+}
+
+/** A ztunnel's JSON access-log records ("connection complete", "connection failed", …). */
+export async function ztunnelAccessLog(ztunnel: string): Promise<Record<string, unknown>[]> {
+  return (await podLogs(ztunnel)).split("\n").flatMap((l) => {
+    try {
+      const rec = JSON.parse(l) as Record<string, unknown>;
+      return rec["scope"] === "access" ? [rec] : [];
+    } catch {
+      return [];
+    }
+  });
 }

@@ -7,15 +7,15 @@
 import { isIPv6 } from "node:net";
 import { PROBE_SNAT_IPV4, PROBE_SNAT_IPV6 } from "@ambit/protocol";
 import { RedirectError, netnsRunner } from "./exec.js";
+import type { Family } from "./rules.js";
 
 export const POSTRT_CHAIN = "ISTIO_POSTRT";
 
-type Family = "ipv4" | "ipv6";
-const tools = (f: Family) => (f === "ipv4" ? { save: "iptables", restore: "iptables-restore", snat: PROBE_SNAT_IPV4, host: "/32" } : { save: "ip6tables", restore: "ip6tables-restore", snat: PROBE_SNAT_IPV6, host: "/128" });
+const tools = (f: Family) => (f === "ipv4" ? { cmd: "iptables", restore: "iptables-restore", snat: PROBE_SNAT_IPV4, host: "/32" } : { cmd: "ip6tables", restore: "ip6tables-restore", snat: PROBE_SNAT_IPV6, host: "/128" });
 
 async function hasJump(run: ReturnType<typeof netnsRunner>, f: Family): Promise<boolean> {
   try {
-    await run.run([tools(f).save, "-w", "-t", "nat", "-C", "POSTROUTING", "-j", POSTRT_CHAIN]);
+    await run.run([tools(f).cmd, "-w", "-t", "nat", "-C", "POSTROUTING", "-j", POSTRT_CHAIN]);
     return true;
   } catch (err) {
     if (err instanceof RedirectError && err.code === "COMMAND_FAILED") return false;
@@ -49,7 +49,7 @@ export async function syncProbeSnat(podIps: readonly string[], netns = "", ipv6 
 export async function removeProbeSnat(netns = "", ipv6 = true): Promise<void> {
   const run = netnsRunner(netns);
   for (const f of (ipv6 ? ["ipv4", "ipv6"] : ["ipv4"]) as Family[]) {
-    const t = tools(f).save;
+    const t = tools(f).cmd;
     while (await hasJump(run, f)) await run.run([t, "-w", "-t", "nat", "-D", "POSTROUTING", "-j", POSTRT_CHAIN]);
     for (const op of ["-F", "-X"]) await run.run([t, "-w", "-t", "nat", op, POSTRT_CHAIN]).catch(() => undefined);
   }
