@@ -86,7 +86,7 @@ export class Controller {
     this.leader = new LeaderElection(o.kc, {
       namespace: c.POD_NAMESPACE, name: "ambit-controller-leader", identity: c.POD_NAME || `controller-${process.pid}`,
       onChange: (leading) => {
-        this.status.leading = leading;
+        this.status.leading = leading && c.AMBIENT_ENABLE_STATUS;
         this.log.info({ leading }, leading ? "became the leader: writing status" : "not the leader");
         if (this.publisher) this.publisher.leading = leading;
         if (leading) {
@@ -112,8 +112,7 @@ export class Controller {
   private informer<T extends NamedObject>(type: ResourceType<T>, hasStatus = false, onInvalid?: (obj: unknown, problem: string) => void): Collection<T> {
     if (this.missing.has(type.plural)) {
       this.log.warn({ resource: `${type.plural}.${type.group}` }, `the API server does not serve ${type.kind} (its CRD is not installed): treated as empty until the controller restarts`);
-      const empty = new StaticCollection<T>({ name: type.plural, key: (o) => kubeKey(o) });
-      empty.markSynced();
+      const empty = new StaticCollection<T>({ name: type.plural }); // synced from the start
       return empty;
     }
     const inf = informerCollection(this.o.kc, {
@@ -135,14 +134,13 @@ export class Controller {
     const t = resourceTypes;
     for (const type of [t.authorizationPolicies, t.peerAuthentications, t.gateways]) if (!(await this.served(type))) this.missing.add(type.plural);
     // A policy that cannot be read must not fall open: it is replaced by a deny-all stand-in until fixed.
-    const standIns = new StaticCollection<AuthorizationPolicy>({ name: "invalid-policy-stand-ins", key: (p) => kubeKey(p) });
+    const standIns = new StaticCollection<AuthorizationPolicy>({ name: "invalid-policy-stand-ins" });
     const validPolicies = this.informer(t.authorizationPolicies, true, (obj, problem) => {
       const s = failClosedStandIn(obj, problem);
       if (s) standIns.set(s);
       this.log.warn({ policy: s ? kubeKey(s) : "?", problem }, "unreadable AuthorizationPolicy replaced by a deny-all stand-in");
     }) as unknown as Collection<AuthorizationPolicy>;
     validPolicies.subscribe((batch) => { for (const e of batch) if (e.type !== "delete" && standIns.has(e.key)) standIns.delete(e.key); });
-    standIns.markSynced();
     // An unreadable object never enters the informer, so its deletion is noticed here.
     const custom = this.o.kc.makeApiClient(CustomObjectsApi);
     this.reaper = setInterval(() => {
@@ -200,7 +198,7 @@ export class Controller {
       ready: () => this.xds.isReady(),
       configDump: () => ({
         workloads: this.index.workloads.list(), services: this.index.services.list(), authorizations: this.index.authorizations.list(),
-        xds: { [TypeUrl.address]: this.xds.snapshot(TypeUrl.address).length, [TypeUrl.authorization]: this.xds.snapshot(TypeUrl.authorization).length },
+        xds: { [TypeUrl.address]: this.xds.store.size(TypeUrl.address), [TypeUrl.authorization]: this.xds.store.size(TypeUrl.authorization) },
       }),
       connections: () => this.xds.debugConnections(),
     });

@@ -1,9 +1,10 @@
 // Prometheus metrics of the xDS server, with istiod's names, labels and buckets where istiod has them.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { TypeUrl } from "@ambit/protocol";
 
-const WDS = "type.googleapis.com/istio.workload.Address";
+const WDS = TypeUrl.address;
 const WORKLOAD = "type.googleapis.com/istio.workload.Workload";
-const WADS = "type.googleapis.com/istio.security.Authorization";
+const WADS = TypeUrl.authorization;
 
 /** istiod's `type` label value for a type URL ("wds", "wads"; other types keep the URL). */
 export function metricType(typeUrl: string): string {

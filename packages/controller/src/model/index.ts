@@ -3,7 +3,7 @@
 // through ctx.fetch/fetchIndex, and the runtime recomputes exactly the outputs whose reads changed.
 import { derive, join, singleton, type Collection, type Ctx } from "@ambit/kube";
 import type { istio } from "@ambit/protocol";
-import { bytesToIp, networkAddressKey, policyResourceName } from "@ambit/protocol";
+import { bytesToIp, networkAddressKey, policyResourceName, serviceResourceName } from "@ambit/protocol";
 import { convertAuthorizationPolicy, type AuthorizationOut, type AuthorizationPolicy, type Translation } from "./authorization.js";
 import { STATIC_STRICT, convertPortLevel, inheritedMode, peerAuthenticationKeys, staticStrictPolicy, type PeerAuthentication } from "./peerauth.js";
 import { serviceFor } from "./services.js";
@@ -75,7 +75,7 @@ export function buildAmbientIndex(inputs: Inputs, s: MeshSettings): AmbientIndex
     const ref = waypointRef(svc.metadata, ns?.metadata);
     const wp = ref ? ctx.fetch(waypoints, `${ref.namespace}/${ref.name}`) : undefined;
     return serviceFor(svc, s, wp && accepts(wp.trafficType, "service") ? wp : null);
-  }, { name: "services", key: (svc) => `${svc.namespace}/${svc.hostname}` });
+  }, { name: "services", key: (svc) => serviceResourceName(svc.namespace ?? "", svc.hostname ?? "") });
 
   const workloads = derive(inputs.pods, (pod, ctx) => {
     const namespace = pod.metadata.namespace!;
