@@ -422,6 +422,21 @@ describe("relay", () => {
     expect(await srv.done).toBeUndefined();
   });
 
+  it("keeps the order of small (written at once) and bulk (coalesced) chunks from the tunnel", async () => {
+    const { app, up, client } = await chain();
+    const parts = [10, 200_000, 3, 70_000, 1, 5000, 40_000, 2].map((n, i) => Buffer.alloc(n, i + 1));
+    const atApp = new Promise<Buffer>((resolve) => {
+      const got: Buffer[] = [];
+      app.on("data", (d: Buffer) => got.push(d));
+      app.once("end", () => resolve(Buffer.concat(got)));
+    });
+    for (const p of parts) up.write(p);
+    up.end();
+    app.end();
+    expect((await atApp).equals(Buffer.concat(parts))).toBe(true);
+    expect(await client.done).toBeUndefined();
+  });
+
   it("the upstream closing first: the app sees EOF and may still send", async () => {
     const { app, up, client } = await chain();
     const appEnded = ended(app);

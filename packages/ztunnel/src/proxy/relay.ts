@@ -28,17 +28,21 @@ function failedStream(s: Http2Stream): boolean {
   return s.rstCode !== undefined && s.rstCode !== h2c.NGHTTP2_NO_ERROR && s.rstCode !== h2c.NGHTTP2_CANCEL;
 }
 
+/** Chunks below this size are written at once: interactive traffic gains nothing from waiting for the turn's end. */
+const COALESCE_MIN_BYTES = 4096;
+
 /**
- * Tunnel → socket: HTTP/2 hands data over in small chunks (a TLS record holds at most 16 KiB, split around frame
- * headers), and one write() each means one syscall each. Corking the socket until the end of this event-loop turn
- * (setImmediate: Node drains process.nextTick after every HTTP/2 chunk, so a tick is too short) turns the chunks of
- * one read into a single writev. Back-pressure as pipe() does it: pause the stream until 'drain'.
+ * Tunnel → socket: HTTP/2 hands bulk data over in small chunks (a TLS record holds at most 16 KiB, split around
+ * frame headers), and one write() each means one syscall each. Corking the socket until the end of this event-loop
+ * turn (setImmediate: Node drains process.nextTick after every HTTP/2 chunk, so a tick is too short) turns the chunks
+ * of one read into a single writev. A small chunk with nothing corked before it (a request, a response) is written
+ * at once. Back-pressure as pipe() does it: pause the stream until 'drain'.
  */
 function coalesce(from: Http2Stream, to: Socket): void {
   let corked = false;
   const uncork = () => { corked = false; to.uncork(); };
   from.on("data", (chunk: Buffer) => {
-    if (!corked) { corked = true; to.cork(); setImmediate(uncork); }
+    if (!corked && chunk.length >= COALESCE_MIN_BYTES) { corked = true; to.cork(); setImmediate(uncork); }
     if (!to.write(chunk)) { from.pause(); to.once("drain", () => from.resume()); }
   });
   from.once("end", () => to.end());
