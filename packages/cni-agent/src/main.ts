@@ -12,11 +12,43 @@
 // RBAC still exists (uninstall-hook.ts). On SIGTERM/SIGINT: a restart (the DaemonSet is there) leaves the node as it
 // is; an uninstall (the DaemonSet is gone or being deleted) cleans it up (uninstall.ts), a fallback for a removal
 // without the hook.
+import { z } from "zod";
 import { loadKubeConfig } from "@ambit/kube";
-import { DEFAULT_ZDS_SOCKET } from "@ambit/protocol";
+import { ConfigError, DEFAULT_ZDS_SOCKET, envVar, parseEnv } from "@ambit/protocol";
 import { CniAgent } from "./agent.js";
 import { UNINSTALL_ENV, decideOnExit, kubeExitCheckApi, parseUninstallSetting } from "./uninstall.js";
 import { markDone, ownDaemonSet, requestUninstall, watchUninstallRequest } from "./uninstall-hook.js";
+
+const AgentEnv = z.object({
+  NODE_NAME: z.string().min(1),
+  POD_NAME: z.string().optional(),
+  POD_NAMESPACE: envVar.dnsName.optional(),
+  AMBIENT_EXCLUDED_NAMESPACES: envVar.list("kube-system"),
+  INPOD_UDS: z.string().default(DEFAULT_ZDS_SOCKET),
+  AMBIENT_DNS_CAPTURE: envVar.bool(false),
+  MONITORING_PORT: envVar.port(15014),
+  [UNINSTALL_ENV]: z.string().default("auto").transform((v, ctx) => parseUninstallSetting(v) ?? (ctx.addIssue({ code: "custom", message: "is not auto, true or false" }), z.NEVER)),
+  AMBIT_PROBE_SNAT: envVar.bool(true),
+  CNI_CONF_DIR: z.string().optional(),
+  CNI_BIN_DIR: z.string().default("/opt/cni/bin"),
+  CNI_AGENT_SOCKET: z.string().default("/var/run/ambit/cni.sock"),
+});
+
+const HookEnv = z.object({
+  POD_NAMESPACE: envVar.dnsName,
+  CNI_DAEMONSET: envVar.dnsName.default("istio-cni-node"),
+  UNINSTALL_HOOK_TIMEOUT_SECONDS: z.coerce.number().positive().default(90),
+});
+
+const FIX: Record<string, string> = {
+  NODE_NAME: "the node's name (downward API spec.nodeName)",
+  POD_NAMESPACE: "the pod's namespace (downward API metadata.namespace)",
+  AMBIENT_DNS_CAPTURE: "true or false",
+  MONITORING_PORT: "a port number",
+  [UNINSTALL_ENV]: "auto (uninstall cleanup when the agent's DaemonSet is gone), true or false",
+  AMBIT_PROBE_SNAT: "true (SNAT the node's probes of enrolled pods to 169.254.7.127, so policies do not judge them) or false",
+  UNINSTALL_HOOK_TIMEOUT_SECONDS: "a number of seconds",
+};
 
 function fail(message: string): never {
   process.stderr.write(`ambit-cni-agent: ${message}\n`);
@@ -29,11 +61,8 @@ function log(msg: string, fields?: object): void {
 
 /** The pre-delete hook: exits 0 even when some agents did not answer, so that an uninstall is never blocked. */
 async function uninstallHook(): Promise<void> {
-  const env = process.env;
-  const namespace = env["POD_NAMESPACE"] || fail("POD_NAMESPACE is not set: give the hook its namespace (downward API metadata.namespace)");
-  const timeout = Number(env["UNINSTALL_HOOK_TIMEOUT_SECONDS"] ?? 90);
-  if (!Number.isFinite(timeout) || timeout <= 0) fail(`UNINSTALL_HOOK_TIMEOUT_SECONDS="${env["UNINSTALL_HOOK_TIMEOUT_SECONDS"]}": set it to a number of seconds`);
-  const r = await requestUninstall(loadKubeConfig(), namespace, env["CNI_DAEMONSET"] || "istio-cni-node", timeout * 1000, log);
+  const env = parseEnv(HookEnv, process.env, FIX);
+  const r = await requestUninstall(loadKubeConfig(), env.POD_NAMESPACE, env.CNI_DAEMONSET, env.UNINSTALL_HOOK_TIMEOUT_SECONDS * 1000, log);
   if (r.missing.length) log("uninstall: some node agents did not confirm their cleanup; they clean up on SIGTERM instead", { done: r.done, missing: r.missing });
   else log("uninstall: every node agent cleaned its node", { done: r.done });
 }
@@ -41,28 +70,19 @@ async function uninstallHook(): Promise<void> {
 async function main(): Promise<void> {
   if (process.argv[2] === "uninstall-hook") return uninstallHook();
   if (process.argv[2] !== undefined) fail(`unknown command "${process.argv[2]}" (the agent takes none, or "uninstall-hook")`);
-  const env = process.env;
-  const nodeName = env["NODE_NAME"] || fail("NODE_NAME is not set: give the agent its node's name (downward API spec.nodeName)");
-  const dns = env["AMBIENT_DNS_CAPTURE"] ?? "false";
-  if (!["true", "false"].includes(dns)) fail(`AMBIENT_DNS_CAPTURE="${dns}": set it to true or false`);
-  const excluded = new Set([env["POD_NAMESPACE"] || "istio-system", ...(env["AMBIENT_EXCLUDED_NAMESPACES"] ?? "kube-system").split(",").map((s) => s.trim()).filter(Boolean)]);
-  const port = Number(env["MONITORING_PORT"] ?? 15014);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`MONITORING_PORT="${env["MONITORING_PORT"]}": set it to a port number`);
-  const uninstallSetting = parseUninstallSetting(env[UNINSTALL_ENV]) ??
-    fail(`${UNINSTALL_ENV}="${env[UNINSTALL_ENV]}": set it to auto (uninstall cleanup when the agent's DaemonSet is gone), true or false`);
-  const probeSnat = env["AMBIT_PROBE_SNAT"] ?? "true";
-  if (!["true", "false"].includes(probeSnat)) fail(`AMBIT_PROBE_SNAT="${probeSnat}": set it to true (SNAT the node's probes of enrolled pods to 169.254.7.127, so policies do not judge them) or false`);
-  const cni = env["CNI_CONF_DIR"] ? { confDir: env["CNI_CONF_DIR"], binDir: env["CNI_BIN_DIR"] || "/opt/cni/bin", socket: env["CNI_AGENT_SOCKET"] || "/var/run/ambit/cni.sock" } : undefined;
+  const env = parseEnv(AgentEnv, process.env, FIX);
+  const excluded = new Set([env.POD_NAMESPACE ?? "istio-system", ...env.AMBIENT_EXCLUDED_NAMESPACES]);
+  const cni = env.CNI_CONF_DIR ? { confDir: env.CNI_CONF_DIR, binDir: env.CNI_BIN_DIR, socket: env.CNI_AGENT_SOCKET } : undefined;
   const kc = loadKubeConfig();
   const agent = new CniAgent({
-    kc, nodeName, excludedNamespaces: [...excluded], zdsSocket: env["INPOD_UDS"] || DEFAULT_ZDS_SOCKET, dnsCapture: dns === "true",
-    monitoringPort: port, ...(cni ? { cni } : {}), ...(probeSnat === "true" ? { probeSnat: { netns: "" } } : {}),
+    kc, nodeName: env.NODE_NAME, excludedNamespaces: [...excluded], zdsSocket: env.INPOD_UDS, dnsCapture: env.AMBIENT_DNS_CAPTURE,
+    monitoringPort: env.MONITORING_PORT, ...(cni ? { cni } : {}), ...(env.AMBIT_PROBE_SNAT ? { probeSnat: { netns: "" } } : {}),
   });
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return; // a second signal changes nothing: the first one's shutdown is bounded
     stopping = true;
-    void decideOnExit(kubeExitCheckApi(kc), { podName: env["POD_NAME"], namespace: env["POD_NAMESPACE"] }, uninstallSetting)
+    void decideOnExit(kubeExitCheckApi(kc), { podName: env.POD_NAME, namespace: env.POD_NAMESPACE }, env[UNINSTALL_ENV])
       .then((d) => {
         log("shutting down", { signal, mode: d.uninstall ? "uninstall" : "restart", reason: d.reason });
         return agent.stop({ uninstall: d.uninstall });
@@ -72,8 +92,7 @@ async function main(): Promise<void> {
   process.on("SIGTERM", stop).on("SIGINT", stop);
   await agent.start();
   // Answer the chart's pre-delete hook.
-  const podName = env["POD_NAME"];
-  const namespace = env["POD_NAMESPACE"];
+  const { POD_NAME: podName, POD_NAMESPACE: namespace } = env;
   const daemonSet = podName && namespace ? await ownDaemonSet(kc, namespace, podName).catch(() => undefined) : undefined;
   if (daemonSet) {
     watchUninstallRequest(kc, namespace!, daemonSet, () => {
@@ -85,4 +104,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(() => { if (process.argv[2] === "uninstall-hook") process.exit(0); }, (err: Error) => fail(err.stack ?? err.message));
+main().then(() => { if (process.argv[2] === "uninstall-hook") process.exit(0); }, (err: Error) => fail(err instanceof ConfigError ? err.message : err.stack ?? err.message));

@@ -24,12 +24,27 @@ describe("ambit-cni-agent command line", () => {
   it("uninstall-hook refuses a bad timeout", () => {
     const r = run(["uninstall-hook"], { POD_NAMESPACE: "istio-system", UNINSTALL_HOOK_TIMEOUT_SECONDS: "soon" });
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/UNINSTALL_HOOK_TIMEOUT_SECONDS="soon": set it to a number of seconds/);
+    expect(r.stderr).toMatch(/UNINSTALL_HOOK_TIMEOUT_SECONDS="soon": .*\(set it to a number of seconds\)/);
   });
 
   it("the agent refuses a bad uninstall setting", () => {
     const r = run([], { NODE_NAME: "node-1", AMBIT_CNI_UNINSTALL_ON_EXIT: "maybe" });
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/AMBIT_CNI_UNINSTALL_ON_EXIT="maybe"/);
+    expect(r.stderr).toMatch(/AMBIT_CNI_UNINSTALL_ON_EXIT="maybe": is not auto, true or false \(set it to auto .*\)/);
+  });
+
+  it("the agent needs its node's name", () => {
+    const r = run([]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/NODE_NAME is not set: .*\(set it to the node's name \(downward API spec\.nodeName\)\)/);
+  });
+
+  it("the agent names every bad variable, one per line, before any Kubernetes access", () => {
+    const r = run([], { NODE_NAME: "node-1", MONITORING_PORT: "70000", AMBIENT_DNS_CAPTURE: "yes", AMBIT_PROBE_SNAT: "sometimes", POD_NAMESPACE: "Istio_System" });
+    expect(r.status).toBe(2);
+    const lines = r.stderr.trim().split("\n").slice(1).map((l) => l.trim().split("=")[0]);
+    expect(lines.sort()).toEqual(["AMBIENT_DNS_CAPTURE", "AMBIT_PROBE_SNAT", "MONITORING_PORT", "POD_NAMESPACE"]);
+    expect(r.stderr).toMatch(/MONITORING_PORT="70000": .*\(set it to a port number\)/);
+    expect(r.stderr).toMatch(/AMBIT_PROBE_SNAT="sometimes": .*\(set it to true \(SNAT/);
   });
 });

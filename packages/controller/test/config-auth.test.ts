@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { AuthenticationError, authenticate, type TokenReviewStatus } from "../src/auth.js";
-import { ConfigError, loadConfig, parseDuration } from "../src/config.js";
+import { ConfigError, loadConfig } from "../src/config.js";
 
 describe("configuration", () => {
   it("has Istio's defaults", () => {
@@ -13,12 +13,10 @@ describe("configuration", () => {
   it("names every bad variable and the fix", () => {
     const bad = () => loadConfig({ PILOT_DEBOUNCE_AFTER: "soon", XDS_TLS_PORT: "99999", XDS_AUTH: "maybe", TRUST_DOMAIN: "Bad_Domain" });
     expect(bad).toThrow(ConfigError);
-    expect(bad).toThrow(/PILOT_DEBOUNCE_AFTER="soon": "soon" is not a duration.*\(set it to a duration such as 100ms\)/);
+    expect(bad).toThrow(/PILOT_DEBOUNCE_AFTER="soon": is not a duration \(set it to a duration such as 100ms\)/);
     expect(bad).toThrow(/XDS_TLS_PORT="99999".*\(set it to a port number\)/);
     expect(bad).toThrow(/XDS_AUTH="maybe".*\(set it to true or false\)/);
     expect(bad).toThrow(/TRUST_DOMAIN="Bad_Domain": must be a DNS name/);
-    expect(() => parseDuration("1x")).toThrow(/not a duration/);
-    expect(parseDuration("1.5s")).toBe(1500);
   });
 });
 

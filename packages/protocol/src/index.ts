@@ -7,3 +7,4 @@ export * from "./names.js";
 export * from "./ip.js";
 export * from "./zds.js";
 export * from "./hbone.js";
+export * from "./env.js";

@@ -2,41 +2,11 @@
 // a message that names the variable and what to set it to.
 import { existsSync, readFileSync } from "node:fs";
 import { z } from "zod";
-import { DEFAULT_CLUSTER_ID, DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, DEFAULT_ZDS_SOCKET, Http2Defaults, Marks, Ports } from "@ambit/protocol";
+import {
+  ConfigError, DEFAULT_CLUSTER_ID, DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, DEFAULT_ZDS_SOCKET, Http2Defaults, Marks, Ports, envVar, parseDuration, parseEnv,
+} from "@ambit/protocol";
 
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
-
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-/** "100ms", "5s", "1m30s", "24h" → milliseconds. */
-export function parseDuration(v: string): number | null {
-  const parts = v.match(/(\d+(?:\.\d+)?)(ms|s|m|h)/g);
-  if (!parts || parts.join("") !== v) return null;
-  return parts.reduce((sum, p) => { const m = /^([\d.]+)(ms|s|m|h)$/.exec(p)!; return sum + Number(m[1]) * UNITS[m[2]!]!; }, 0);
-}
-
-/** "4Mi", "16777216", "1Ki" → bytes. */
-function parseSize(v: string): number | null {
-  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(v);
-  if (!m) return null;
-  return Number(m[1]) * ({ Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 }[m[2] ?? ""] ?? 1);
-}
-
-const duration = (def: string) => z.string().default(def).transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === null) { ctx.addIssue({ code: "custom", message: "is not a duration" }); return z.NEVER; }
-  return ms;
-});
-const size = (def: number, min: number, max: number) => z.string().default(String(def)).transform((v, ctx) => {
-  const n = parseSize(v);
-  if (n === null || n < min || n > max) { ctx.addIssue({ code: "custom", message: `is not a size between ${min} and ${max} bytes` }); return z.NEVER; }
-  return n;
-});
-const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
-const port = (def: number) => int(def, 0, 65535);
-const bool = (def: boolean) => z.enum(["true", "false", "1", "0"]).default(def ? "true" : "false").transform((v) => v === "true" || v === "1");
-const name = z.string().regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, "must be a DNS name (lower-case letters, digits, '-' and '.')");
+const { int, port, bool, duration, size, dnsName: name } = envVar;
 
 const Env = z.object({
   XDS_ADDRESS: z.string().optional(),
@@ -70,7 +40,7 @@ const Env = z.object({
   ADMIN_PORT: port(Ports.ztunnelAdmin),
   STATS_PORT: port(Ports.metrics),
   READINESS_PORT: port(Ports.readiness),
-  LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error"]).default("info"),
+  LOG_LEVEL: envVar.logLevel,
 });
 
 const FIX: Record<string, string> = {
@@ -154,18 +124,7 @@ function drainDeadline(deadline: string | undefined, grace: number | undefined):
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, fs = { exists: existsSync, read: (p: string) => readFileSync(p, "utf8") }): Config {
-  const vars = Object.fromEntries(Object.keys(Env.shape).filter((k) => env[k] !== undefined && env[k] !== "").map((k) => [k, env[k]]));
-  const r = Env.safeParse(vars);
-  if (!r.success) {
-    const lines = r.error.issues.map((i) => {
-      const key = String(i.path[0]);
-      // An empty variable counts as unset (it was left out of the parse above).
-      const shown = env[key] === undefined || env[key] === "" ? " is not set" : `=${JSON.stringify(env[key])}`;
-      return `${key}${shown}: ${i.message}${FIX[key] ? ` (set it to ${FIX[key]})` : ""}`;
-    });
-    throw new ConfigError(`bad configuration:\n  ${lines.join("\n  ")}`);
-  }
-  const e = r.data;
+  const e = parseEnv(Env, env, FIX);
   const defaultAddress = env["KUBERNETES_SERVICE_HOST"] ? "https://istiod.istio-system.svc:15012" : "https://localhost:15012";
   const metaJson = Object.fromEntries(Object.entries(prefixed(env, "ISTIO_METAJSON_")).map(([k, v]) => {
     try { return [k, JSON.parse(v) as unknown]; } catch { throw new ConfigError(`ISTIO_METAJSON_${k}: is not JSON`); }

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // ambit-ztunnel: the node proxy. Configuration from Istio's environment variables (see config.ts); a bad value stops
 // it with a message naming the variable. SIGTERM/SIGINT drain and exit.
-import { ConfigError, loadConfig } from "./config.js";
+import { ConfigError } from "@ambit/protocol";
+import { loadConfig } from "./config.js";
 import { Ztunnel } from "./app.js";
 
 function fail(message: string, code: number): never {
