@@ -213,7 +213,7 @@ export class Controller {
   async stop(): Promise<void> {
     if (this.reaper) clearInterval(this.reaper);
     this.leader.stop();
-    this.roots.stop();
+    await this.roots.stop();
     await this.publisher?.stop();
     this.stopFeed?.();
     await Promise.all(this.informers.map((i) => i.stop()));

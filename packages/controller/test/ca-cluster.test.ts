@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Writable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
 import { KubeConfig } from "@kubernetes/client-node";
 import { adminApi, down, paths, up, waitFor, type Api } from "@ambit/localcluster";
@@ -25,6 +26,9 @@ let controller: Controller;
 let port: number;
 const tmp = mkdtempSync(join(tmpdir(), "ambit-ca-test-"));
 const Client = grpc.makeGenericClientConstructor(certificateServiceDefinition, "IstioCertificateService");
+/** The controller's warnings and errors, one JSON line each. */
+const logs: string[] = [];
+const logSink = new Writable({ write(chunk: Buffer, _enc, done) { logs.push(...chunk.toString().split("\n").filter(Boolean)); done(); } });
 
 const freePort = () => new Promise<number>((r) => { const s = createServer().listen(0, "127.0.0.1", () => { const p = (s.address() as { port: number }).port; s.close(() => r(p)); }); });
 const token = async (ns: string, sa: string, spec: object = {}) =>
@@ -74,7 +78,7 @@ beforeAll(async () => {
   port = await freePort();
   const kc = new KubeConfig();
   kc.loadFromFile(paths.adminKubeconfig());
-  controller = new Controller({ kc, host: "127.0.0.1", logger: pino({ level: "warn" }),
+  controller = new Controller({ kc, host: "127.0.0.1", logger: pino({ level: "warn" }, logSink),
     config: loadConfig({ POD_NAMESPACE: "istio-system", POD_NAME: "ca-test", XDS_TLS_PORT: String(port), MONITORING_PORT: "0" }) });
   await controller.start();
   await waitFor("the published root", () => publishedRoot().then(Boolean), 30_000, 100);
@@ -179,5 +183,25 @@ describe("the root of trust", () => {
     expect(res.chain).toHaveLength(3); // leaf, the plugged intermediate, the plugged root
     expect(res.chain![2]).toBe(files["root-cert.pem"]);
     expect(opensslVerify(res.chain!, files["root-cert.pem"])).toMatch(/OK/);
+  });
+
+  it("keeps the plug-in CA when cacerts is replaced by a broken bundle, and logs why", async () => {
+    const plugged = await publishedRoot();
+    await api.patch("/api/v1/namespaces/istio-system/secrets/cacerts", { data: { "ca-key.pem": Buffer.from("not a key").toString("base64") } });
+    await waitFor("the broken bundle reported", async () => logs.some((l) => l.includes("cacerts is not a usable CA: keeping the current one")), 15_000, 100);
+    const res = await request({ token: await token("app", "web") });
+    expect(res.chain).toHaveLength(3);
+    expect(res.chain![2]).toBe(plugged);
+  });
+
+  it("goes back to the self-signed root when cacerts is deleted", async () => {
+    const secret = await api.get<{ data: Record<string, string> }>("/api/v1/namespaces/istio-system/secrets/istio-ca-secret");
+    const selfSigned = Buffer.from(secret.data["ca-cert.pem"]!, "base64").toString();
+    await api.delete("/api/v1/namespaces/istio-system/secrets/cacerts");
+    await waitFor("the self-signed root published again", async () => (await Promise.all(["app", "istio-system"].map((ns) => publishedRoot(ns)))).every((r) => r === selfSigned), 15_000, 100);
+    const res = await request({ token: await token("app", "web") });
+    expect(res.chain).toHaveLength(2);
+    expect(res.chain![1]).toBe(selfSigned);
+    expect(opensslVerify(res.chain!, selfSigned)).toMatch(/OK/);
   });
 });

@@ -11,7 +11,7 @@ import https from "node:https";
 import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import type { z } from "zod";
 import type { InformerSource, KubeList, ListFn, Selectors } from "./informer.js";
-import { EndpointSliceSchema, NamespaceSchema, NodeSchema, PodSchema, ServiceSchema } from "./schemas/core.js";
+import { EndpointSliceSchema, NamespaceSchema, NodeSchema, PodSchema, SecretSchema, ServiceSchema } from "./schemas/core.js";
 import { GatewaySchema } from "./schemas/gateway.js";
 import { AuthorizationPolicySchema, PeerAuthenticationSchema } from "./schemas/istio.js";
 
@@ -37,6 +37,7 @@ export const resourceTypes = {
   services: rt("Service", "", "v1", "services", true, false, ServiceSchema),
   endpointSlices: rt("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", true, false, EndpointSliceSchema),
   nodes: rt("Node", "", "v1", "nodes", false, false, NodeSchema),
+  secrets: rt("Secret", "", "v1", "secrets", true, false, SecretSchema),
   authorizationPolicies: rt("AuthorizationPolicy", "security.istio.io", "v1", "authorizationpolicies", true, true, AuthorizationPolicySchema),
   peerAuthentications: rt("PeerAuthentication", "security.istio.io", "v1", "peerauthentications", true, true, PeerAuthenticationSchema),
   gateways: rt("Gateway", "gateway.networking.k8s.io", "v1", "gateways", true, true, GatewaySchema),
@@ -71,6 +72,7 @@ export const sources = {
   services: (kc: KubeConfig, o?: SourceOptions) => source(kc, resourceTypes.services, o),
   endpointSlices: (kc: KubeConfig, o?: SourceOptions) => source(kc, resourceTypes.endpointSlices, o),
   nodes: (kc: KubeConfig, o?: SourceOptions) => source(kc, resourceTypes.nodes, o),
+  secrets: (kc: KubeConfig, o?: SourceOptions) => source(kc, resourceTypes.secrets, o),
   authorizationPolicies: (kc: KubeConfig, o?: SourceOptions) => source(kc, resourceTypes.authorizationPolicies, o),
   peerAuthentications: (kc: KubeConfig, o?: SourceOptions) => source(kc, resourceTypes.peerAuthentications, o),
   gateways: (kc: KubeConfig, o?: SourceOptions) => source(kc, resourceTypes.gateways, o),

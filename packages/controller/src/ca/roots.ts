@@ -1,9 +1,11 @@
 // The CA's root of trust: a plug-in CA from the Secret "cacerts" (ca-cert.pem, ca-key.pem, cert-chain.pem,
 // root-cert.pem) when it is there and complete, else a self-signed root kept in the Secret "istio-ca-secret"
-// (created race-free: the first replica to create it wins, the others read it). "cacerts" is watched: a swapped
-// bundle re-roots new certificates without a restart; a broken one is reported and the current CA kept.
+// (created race-free: the first replica to create it wins, the others read it). "cacerts" is read once at start
+// (an error there stops the program), then watched: a swapped bundle re-roots new certificates without a restart, a
+// removed one brings back the self-signed root, and a broken one is reported and the current CA kept.
 import { EventEmitter } from "node:events";
-import { CoreV1Api, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
+import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { informerCollection, sources, type InformerCollection, type Secret } from "@ambit/kube";
 import { CertificateAuthority, loadPluggedCa } from "@ambit/pki";
 import type { Logger } from "pino";
 
@@ -11,17 +13,26 @@ export const PLUGGED_SECRET = "cacerts";
 export const SELF_SIGNED_SECRET = "istio-ca-secret";
 const PLUGGED_FILES = ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"] as const;
 
+/** What is read of a Secret, from a GET (client-node's V1Secret) or from the watch. */
+interface SecretData {
+  metadata?: { resourceVersion?: string | undefined } | undefined;
+  data?: Record<string, string> | undefined;
+}
+
 const code = (err: unknown) => (err as { code?: number }).code;
-const decode = (s: V1Secret, key: string) => (s.data?.[key] ? Buffer.from(s.data[key], "base64").toString() : undefined);
+const decode = (s: SecretData, key: string) => (s.data?.[key] ? Buffer.from(s.data[key], "base64").toString() : undefined);
 
 export class RootOfTrust extends EventEmitter<{ change: [] }> {
   ca!: CertificateAuthority;
   source: "self-signed" | "plugged" = "self-signed";
   private readonly core: CoreV1Api;
   private pluggedVersion = "";
-  private timer: NodeJS.Timeout | undefined;
+  private watch: InformerCollection<Secret> | undefined;
+  private unsubscribe: (() => void) | undefined;
+  /** Changes are handled one at a time, in order. */
+  private handling = Promise.resolve();
 
-  constructor(kc: KubeConfig, private readonly namespace: string, private readonly trustDomain: string, private readonly log: Logger, private readonly pollMs = 2000) {
+  constructor(private readonly kc: KubeConfig, private readonly namespace: string, private readonly trustDomain: string, private readonly log: Logger) {
     super();
     this.core = kc.makeApiClient(CoreV1Api);
   }
@@ -29,14 +40,24 @@ export class RootOfTrust extends EventEmitter<{ change: [] }> {
   async start(): Promise<void> {
     const plugged = await this.read(PLUGGED_SECRET);
     if (!(plugged && (await this.usePlugged(plugged)))) await this.useSelfSigned();
-    this.timer = setInterval(() => void this.poll(), this.pollMs);
+    this.watch = informerCollection(this.kc, {
+      ...sources.secrets(this.kc, { namespace: this.namespace }),
+      fieldSelector: `metadata.name=${PLUGGED_SECRET}`,
+      name: `${this.namespace}/${PLUGGED_SECRET}`,
+      onError: (err) => this.log.warn({ err: (err as Error).message }, `watching Secret ${this.namespace}/${PLUGGED_SECRET}: retrying`),
+    });
+    this.unsubscribe = this.watch.subscribe(() => {
+      this.handling = this.handling.then(() => this.reconsider());
+    });
   }
 
-  stop(): void {
-    if (this.timer) clearInterval(this.timer);
+  async stop(): Promise<void> {
+    this.unsubscribe?.();
+    await this.watch?.stop();
+    await this.handling;
   }
 
-  private async read(name: string): Promise<V1Secret | null> {
+  private async read(name: string): Promise<SecretData | null> {
     try {
       return await this.core.readNamespacedSecret({ name, namespace: this.namespace });
     } catch (err) {
@@ -45,7 +66,7 @@ export class RootOfTrust extends EventEmitter<{ change: [] }> {
     }
   }
 
-  private async usePlugged(secret: V1Secret): Promise<boolean> {
+  private async usePlugged(secret: SecretData): Promise<boolean> {
     this.pluggedVersion = secret.metadata?.resourceVersion ?? "";
     const files = Object.fromEntries(PLUGGED_FILES.map((f) => [f, decode(secret, f)]));
     const missing = PLUGGED_FILES.filter((f) => !files[f]);
@@ -87,9 +108,10 @@ export class RootOfTrust extends EventEmitter<{ change: [] }> {
     this.source = "self-signed";
   }
 
-  private async poll(): Promise<void> {
+  /** The watched "cacerts" changed (or was listed again): switch CAs if its content is new. */
+  private async reconsider(): Promise<void> {
     try {
-      const plugged = await this.read(PLUGGED_SECRET);
+      const plugged = this.watch?.get(`${this.namespace}/${PLUGGED_SECRET}`);
       const version = plugged?.metadata?.resourceVersion ?? "";
       if (version === this.pluggedVersion) return;
       let changed: boolean;
@@ -103,7 +125,7 @@ export class RootOfTrust extends EventEmitter<{ change: [] }> {
       }
       if (changed) this.emit("change");
     } catch (err) {
-      this.log.warn({ err: (err as Error).message }, "could not check the plug-in CA secret");
+      this.log.error({ err: (err as Error).message }, `could not apply a change of Secret ${this.namespace}/${PLUGGED_SECRET}`);
     }
   }
 }

@@ -1,4 +1,4 @@
-// Built-in Kubernetes kinds Ambit reads: Namespace, Pod, Service, EndpointSlice, Node.
+// Built-in Kubernetes kinds Ambit reads: Namespace, Pod, Service, EndpointSlice, Node, Secret.
 
 import { z } from "zod";
 import { Condition, NamespacedMeta, ObjectMeta, Port, StringMap, opt, optList } from "./common.js";
@@ -125,6 +125,14 @@ export const NodeSchema = z.looseObject({
   ),
 });
 
+/** Only what the CA reads: the type and the base64 data. */
+export const SecretSchema = z.looseObject({
+  ...typeMeta,
+  metadata: NamespacedMeta,
+  type: opt(z.string()),
+  data: opt(z.record(z.string(), z.string())),
+});
+
 export type Namespace = z.infer<typeof NamespaceSchema>;
 export type Pod = z.infer<typeof PodSchema>;
 export type Container = z.infer<typeof Container>;
@@ -135,3 +143,4 @@ export type EndpointSlice = z.infer<typeof EndpointSliceSchema>;
 export type Endpoint = z.infer<typeof Endpoint>;
 export type ObjectReference = z.infer<typeof ObjectReference>;
 export type Node = z.infer<typeof NodeSchema>;
+export type Secret = z.infer<typeof SecretSchema>;
