@@ -1,16 +1,14 @@
 // The resource types Ambit reads, and list functions for informers.
 //
-// Built-in kinds are listed with a plain GET returning the API server's JSON. client-node's typed APIs (CoreV1Api…)
-// would turn items into model classes (timestamps become Date objects, unknown fields are dropped) while the watch
-// delivers plain JSON: the two would never compare equal, and every relist would look like a change. CRDs
-// (AuthorizationPolicy, PeerAuthentication, Gateway), for which client-node has no types, are listed with
-// CustomObjectsApi, which returns the JSON as is.
+// Every kind, built-in or CRD, is listed with a plain GET returning the API server's JSON. client-node's typed APIs
+// (CoreV1Api…) would turn items into model classes (timestamps become Date objects, unknown fields are dropped) while
+// the watch delivers plain JSON: the two would never compare equal, and every relist would look like a change.
 
 import http from "node:http";
 import https from "node:https";
-import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig } from "@kubernetes/client-node";
 import type { z } from "zod";
-import type { InformerSource, KubeList, ListFn, Selectors } from "./informer.js";
+import type { InformerSource, KubeList, Selectors } from "./informer.js";
 import { EndpointSliceSchema, NamespaceSchema, NodeSchema, PodSchema, SecretSchema, ServiceSchema } from "./schemas/core.js";
 import { GatewaySchema } from "./schemas/gateway.js";
 import { AuthorizationPolicySchema, PeerAuthenticationSchema } from "./schemas/istio.js";
@@ -22,25 +20,23 @@ export interface ResourceType<T> {
   readonly version: string;
   readonly plural: string;
   readonly namespaced: boolean;
-  /** Listed through CustomObjectsApi (a CRD client-node has no types for). */
-  readonly custom: boolean;
   readonly schema: z.ZodType<T>;
 }
 
-function rt<T>(kind: string, group: string, version: string, plural: string, namespaced: boolean, custom: boolean, schema: z.ZodType<T>): ResourceType<T> {
-  return { kind, group, version, plural, namespaced, custom, schema };
+function rt<T>(kind: string, group: string, version: string, plural: string, namespaced: boolean, schema: z.ZodType<T>): ResourceType<T> {
+  return { kind, group, version, plural, namespaced, schema };
 }
 
 export const resourceTypes = {
-  namespaces: rt("Namespace", "", "v1", "namespaces", false, false, NamespaceSchema),
-  pods: rt("Pod", "", "v1", "pods", true, false, PodSchema),
-  services: rt("Service", "", "v1", "services", true, false, ServiceSchema),
-  endpointSlices: rt("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", true, false, EndpointSliceSchema),
-  nodes: rt("Node", "", "v1", "nodes", false, false, NodeSchema),
-  secrets: rt("Secret", "", "v1", "secrets", true, false, SecretSchema),
-  authorizationPolicies: rt("AuthorizationPolicy", "security.istio.io", "v1", "authorizationpolicies", true, true, AuthorizationPolicySchema),
-  peerAuthentications: rt("PeerAuthentication", "security.istio.io", "v1", "peerauthentications", true, true, PeerAuthenticationSchema),
-  gateways: rt("Gateway", "gateway.networking.k8s.io", "v1", "gateways", true, true, GatewaySchema),
+  namespaces: rt("Namespace", "", "v1", "namespaces", false, NamespaceSchema),
+  pods: rt("Pod", "", "v1", "pods", true, PodSchema),
+  services: rt("Service", "", "v1", "services", true, ServiceSchema),
+  endpointSlices: rt("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", true, EndpointSliceSchema),
+  nodes: rt("Node", "", "v1", "nodes", false, NodeSchema),
+  secrets: rt("Secret", "", "v1", "secrets", true, SecretSchema),
+  authorizationPolicies: rt("AuthorizationPolicy", "security.istio.io", "v1", "authorizationpolicies", true, AuthorizationPolicySchema),
+  peerAuthentications: rt("PeerAuthentication", "security.istio.io", "v1", "peerauthentications", true, PeerAuthenticationSchema),
+  gateways: rt("Gateway", "gateway.networking.k8s.io", "v1", "gateways", true, GatewaySchema),
 } as const;
 
 export interface SourceOptions {
@@ -61,8 +57,7 @@ export function resourcePath(type: ResourceType<unknown>, namespace?: string): s
 export function source<T>(kc: KubeConfig, type: ResourceType<T>, options: SourceOptions = {}): InformerSource<T> {
   const path = resourcePath(type, options.namespace);
   const pageSize = options.pageSize ?? 500;
-  const list: ListFn = type.custom ? customObjectsLister(kc, type, options.namespace, pageSize) : (sel) => listJson(kc, path, sel, pageSize);
-  return { path, list, schema: type.schema };
+  return { path, list: (sel) => listJson(kc, path, sel, pageSize), schema: type.schema };
 }
 
 /** Convenience: `sources.pods(kc)` = `source(kc, resourceTypes.pods)`. */
@@ -77,22 +72,6 @@ export const sources = {
   peerAuthentications: (kc: KubeConfig, o?: SourceOptions) => source(kc, resourceTypes.peerAuthentications, o),
   gateways: (kc: KubeConfig, o?: SourceOptions) => source(kc, resourceTypes.gateways, o),
 };
-
-function customObjectsLister(kc: KubeConfig, type: ResourceType<unknown>, namespace: string | undefined, pageSize: number): ListFn {
-  const api = kc.makeApiClient(CustomObjectsApi);
-  const { group, version, plural } = type;
-  return (sel) =>
-    paged(pageSize, async (limit, cont) => {
-      const common = { group, version, plural, labelSelector: sel.labelSelector, fieldSelector: sel.fieldSelector, limit, _continue: cont };
-      const res: unknown =
-        namespace !== undefined
-          ? await api.listNamespacedCustomObject({ ...common, namespace })
-          : type.namespaced
-            ? await api.listCustomObjectForAllNamespaces(common)
-            : await api.listClusterCustomObject(common);
-      return asKubeList(res, type.plural);
-    });
-}
 
 /** Lists `path` as raw JSON, following continue tokens. */
 export function listJson(kc: KubeConfig, path: string, selectors: Selectors = {}, pageSize = 500): Promise<KubeList> {
