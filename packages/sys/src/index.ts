@@ -1,6 +1,7 @@
 // @ambit/sys: the native layer of Ambit (see README.md).
 export type { Netns } from "./validate.js";
 export { openNetns, closeFd, isNetnsFd } from "./netns.js";
+export { closeQuietly } from "./validate.js";
 export {
   listenTcp,
   listenInNetns,

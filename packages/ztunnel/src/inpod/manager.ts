@@ -4,7 +4,7 @@
 // Ready once a snapshot arrived and nothing is pending.
 import { fstatSync } from "node:fs";
 import type { ZdsWorkloadInfo } from "@ambit/protocol";
-import { closeFd } from "@ambit/sys";
+import { closeFd, closeQuietly } from "@ambit/sys";
 import type { ProxyContext } from "../proxy/context.js";
 import { PodProxy } from "../proxy/pod-proxy.js";
 
@@ -59,7 +59,7 @@ export class WorkloadManager {
     try {
       id = netnsId(netns);
     } catch (err) {
-      try { closeFd(netns); } catch { /* gone */ }
+      closeQuietly(netns);
       return `cannot stat the netns fd: ${(err as Error).message}`;
     }
     const existing = this.proxies.get(uid);
@@ -163,7 +163,7 @@ export class WorkloadManager {
     if (!p) return;
     clearTimeout(p.timer);
     this.pending.delete(uid);
-    if (closeNetns) try { closeFd(p.netns); } catch { /* gone */ }
+    if (closeNetns) closeQuietly(p.netns);
     this.updateGauges();
   }
 

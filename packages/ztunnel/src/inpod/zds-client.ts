@@ -3,7 +3,7 @@
 // after the snapshot, a second snapshot) drops the connection; it is re-established with back-off (10 ms doubling
 // to 15 s), and the agent then replays its pods.
 import { ZDS_MAX_MESSAGE, ZdsProtocolError, decodeRequest, encodeAck, encodeHello, type ZdsRequest } from "@ambit/protocol";
-import { SeqpacketSocket, closeFd, isNetnsFd } from "@ambit/sys";
+import { SeqpacketSocket, closeQuietly, isNetnsFd } from "@ambit/sys";
 import type { Logger } from "pino";
 import type { WorkloadManager } from "./manager.js";
 
@@ -81,7 +81,7 @@ export class ZdsClient {
       if (req.kind === "add" && !isNetnsFd(fds[0]!)) throw new ZdsProtocolError(`AddWorkload ${req.uid}: the fd is not a network namespace`);
       if (req.kind === "keep" && !this.manager.beforeSnapshot) throw new ZdsProtocolError("KeepWorkload after the snapshot");
     } catch (err) {
-      for (const fd of fds) try { closeFd(fd); } catch { /* gone */ }
+      for (const fd of fds) closeQuietly(fd);
       await socket.send(encodeAck((err as Error).message)).catch(() => undefined);
       throw err;
     }

@@ -10,7 +10,7 @@ import {
   HboneHeaders, Http2Defaults, Ports, ZTUNNEL_SELF_PORTS, formatAuthority, formatBaggage, formatForwarded, formatSpiffeId, formatTraceparent,
   ipToBytes, parseAuthority, workloadIdentity, type Identity, type ZdsWorkloadInfo,
 } from "@ambit/protocol";
-import { closeFd, connectTcp, getOriginalDst, listenInNetns } from "@ambit/sys";
+import { closeQuietly, connectTcp, getOriginalDst, listenInNetns } from "@ambit/sys";
 import type { WorkloadCertificate } from "../identity/index.js";
 import { authorize, type Connection } from "../rbac.js";
 import type { ConnectionInfo, ConnectionRecord, ResponseFlag } from "../telemetry/index.js";
@@ -142,7 +142,7 @@ export class PodProxy {
     for (const s of this.sessions) s.destroy();
     this.pool.destroy();
     await Promise.race([Promise.all([...this.relays].map((r) => r.done)), new Promise((r) => setTimeout(r, 1000).unref())]);
-    try { closeFd(this.netns); } catch { /* already closed */ }
+    closeQuietly(this.netns);
   }
 
   /** Re-evaluates every open inbound connection against the current policies; closes those now denied. */
