@@ -23,6 +23,7 @@ import {
 import { CsrError, KeyError, PemError } from "./errors.js";
 import { decodeGeneralNames, dnsSanProblem, encodeGeneralNames, uriSanProblem } from "./extensions.js";
 import { nameToString } from "./name.js";
+import { EC_CURVES } from "./keys.js";
 import { derToPem, decodeSinglePem } from "./pem.js";
 import { PublicKeyInfo } from "./publickey.js";
 
@@ -61,9 +62,10 @@ export async function createCsr(opts: CreateCsrOptions): Promise<string> {
   let signingAlgorithm: { name: string; hash: string };
   let sigOid: string;
   if (alg.name === "ECDSA") {
-    const c = ECDSA_CURVES[alg.namedCurve ?? ""] ?? ECDSA_CURVES["P-256"]!;
-    signingAlgorithm = { name: "ECDSA", hash: c.hash };
-    sigOid = c.oid;
+    // Other curves sign with SHA-256.
+    const c = Object.values(EC_CURVES).find((e) => e.name === alg.namedCurve) ?? EC_CURVES["prime256v1"]!;
+    signingAlgorithm = { name: "ECDSA", hash: c.webHash };
+    sigOid = c.sigOid;
   } else if (alg.name === "RSASSA-PKCS1-v1_5") {
     const hash = alg.hash?.name ?? "SHA-256";
     const oid = RSA_HASHES[hash];
@@ -85,13 +87,6 @@ export async function createCsr(opts: CreateCsrOptions): Promise<string> {
 }
 
 const EMPTY_NAME = Uint8Array.of(Tag.SEQUENCE, 0);
-
-/** The hash and signature OID used with each curve (other curves sign with SHA-256, as before). */
-const ECDSA_CURVES: Record<string, { hash: string; oid: string }> = {
-  "P-256": { hash: "SHA-256", oid: Oid.ecdsaWithSha256 },
-  "P-384": { hash: "SHA-384", oid: Oid.ecdsaWithSha384 },
-  "P-521": { hash: "SHA-512", oid: Oid.ecdsaWithSha512 },
-};
 
 const RSA_HASHES: Record<string, string> = {
   "SHA-256": Oid.sha256WithRsa,

@@ -28,7 +28,17 @@ export async function exportPrivateKeyPem(key: CryptoKey | KeyObject | Signer): 
   return derToPem(new Uint8Array(await webcrypto.subtle.exportKey("pkcs8", key)), "PRIVATE KEY");
 }
 
-const CURVES: Record<string, { name: "P-256" | "P-384" | "P-521"; sigOid: string; hash: string; webHash: string }> = {
+export interface EcCurve {
+  /** WebCrypto's name. */
+  name: "P-256" | "P-384" | "P-521";
+  /** The ECDSA signature algorithm used with it, and its hash (Node's and WebCrypto's names). */
+  sigOid: string;
+  hash: string;
+  webHash: string;
+}
+
+/** The EC curves this package signs with, by Node's name (asymmetricKeyDetails.namedCurve). */
+export const EC_CURVES: Record<string, EcCurve> = {
   prime256v1: { name: "P-256", sigOid: Oid.ecdsaWithSha256, hash: "sha256", webHash: "SHA-256" },
   secp384r1: { name: "P-384", sigOid: Oid.ecdsaWithSha384, hash: "sha384", webHash: "SHA-384" },
   secp521r1: { name: "P-521", sigOid: Oid.ecdsaWithSha512, hash: "sha512", webHash: "SHA-512" },
@@ -65,7 +75,7 @@ export class Signer {
     const t = keyObject.asymmetricKeyType;
     const d = keyObject.asymmetricKeyDetails ?? {};
     if (t === "ec") {
-      const c = CURVES[d.namedCurve ?? ""];
+      const c = EC_CURVES[d.namedCurve ?? ""];
       if (!c) throw new KeyError(`EC curve ${d.namedCurve ?? "(unknown)"} is not supported (use P-256, P-384 or P-521)`);
       this.keyType = "ec";
       this.curve = c.name;

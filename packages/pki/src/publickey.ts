@@ -3,7 +3,7 @@
 // DER decoder); everything else goes through node:crypto's SPKI decoder. Both reject points off the curve.
 import { createPublicKey, KeyObject, webcrypto } from "node:crypto";
 import { KeyError } from "./errors.js";
-import { MIN_RSA_BITS } from "./keys.js";
+import { EC_CURVES, MIN_RSA_BITS } from "./keys.js";
 import { decodeSinglePem } from "./pem.js";
 
 /** Largest RSA modulus accepted (bigger keys only cost CPU). */
@@ -70,8 +70,8 @@ export class PublicKeyInfo {
     const t = key.asymmetricKeyType;
     const d = key.asymmetricKeyDetails ?? {};
     if (t === "ec") {
-      const curve = d.namedCurve === "prime256v1" ? "P-256" : d.namedCurve === "secp384r1" ? "P-384" : undefined;
-      if (!curve) throw new KeyError(`EC curve ${d.namedCurve ?? "(unknown)"} is not accepted (only P-256 and P-384)`);
+      const curve = EC_CURVES[d.namedCurve ?? ""]?.name;
+      if (curve !== "P-256" && curve !== "P-384") throw new KeyError(`EC curve ${d.namedCurve ?? "(unknown)"} is not accepted (only P-256 and P-384)`);
       return new PublicKeyInfo(spki, key, "ec", curve, undefined);
     }
     if (t === "rsa") {
