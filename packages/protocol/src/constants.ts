@@ -98,3 +98,6 @@ export const DEFAULT_ZDS_SOCKET = "/var/run/ztunnel/ztunnel.sock";
 export const CA_TOKEN_AUDIENCE = "istio-ca";
 /** CA request metadata key naming the identity ztunnel requests a certificate for. */
 export const IMPERSONATED_IDENTITY_KEY = "ImpersonatedIdentity";
+
+/** The CA's one gRPC method (IstioCertificateService on istiod's 15012). */
+export const CREATE_CERTIFICATE_PATH = "/istio.v1.auth.IstioCertificateService/CreateCertificate";

@@ -2,7 +2,7 @@
 // The certificate's identity comes from the authenticated caller (TokenReview), or from the request metadata
 // "ImpersonatedIdentity" when the node authorizer allows it — never from the CSR, whose public key alone is used.
 import * as grpc from "@grpc/grpc-js";
-import { IMPERSONATED_IDENTITY_KEY, istio } from "@ambit/protocol";
+import { CREATE_CERTIFICATE_PATH, IMPERSONATED_IDENTITY_KEY, istio } from "@ambit/protocol";
 import { CsrError, parseCsr, type CertificateAuthority } from "@ambit/pki";
 import type { Caller } from "../auth.js";
 import { ImpersonationDenied, type NodeAuthorizer } from "./node-authorizer.js";
@@ -10,11 +10,10 @@ import { ImpersonationDenied, type NodeAuthorizer } from "./node-authorizer.js";
 const Req = istio.v1.auth.IstioCertificateRequest;
 const Res = istio.v1.auth.IstioCertificateResponse;
 
-export const CA_METHOD = "/istio.v1.auth.IstioCertificateService/CreateCertificate";
 
 export const certificateServiceDefinition: grpc.ServiceDefinition = {
   CreateCertificate: {
-    path: CA_METHOD,
+    path: CREATE_CERTIFICATE_PATH,
     requestStream: false,
     responseStream: false,
     requestSerialize: (m: istio.v1.auth.IstioCertificateRequest) => Buffer.from(Req.encode(m).finish()),

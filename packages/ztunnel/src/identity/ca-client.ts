@@ -6,10 +6,7 @@
 import { webcrypto } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { createCsr, exportPrivateKeyPem, generateKeyPair, parseCertificate, parsePemBundle, verifyChain, type CertificateInfo } from "@ambit/pki";
-import { IMPERSONATED_IDENTITY_KEY, istio, parseSpiffeId } from "@ambit/protocol";
-
-/** The unary method's path on the wire. */
-export const CREATE_CERTIFICATE_PATH = "/istio.v1.auth.IstioCertificateService/CreateCertificate";
+import { CREATE_CERTIFICATE_PATH, IMPERSONATED_IDENTITY_KEY, istio, parseSpiffeId } from "@ambit/protocol";
 
 const Req = istio.v1.auth.IstioCertificateRequest;
 const Res = istio.v1.auth.IstioCertificateResponse;

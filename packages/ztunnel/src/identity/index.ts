@@ -1,5 +1,5 @@
 // ztunnel's identity layer: the CA client (IstioCertificateService) and the per-identity certificate manager.
-export { CaClient, CaError, parseCaAddress, CREATE_CERTIFICATE_PATH, type CaClientOptions, type WorkloadCertificate } from "./ca-client.js";
+export { CaClient, CaError, parseCaAddress, type CaClientOptions, type WorkloadCertificate } from "./ca-client.js";
 export {
   CertificateManager,
   CertificateUnavailableError,
