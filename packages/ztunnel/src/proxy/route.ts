@@ -32,9 +32,10 @@ function ipOf(w: Workload, preferV6: boolean): string | undefined {
   return ips.find((ip) => ip.includes(":") === preferV6) ?? ips[0];
 }
 
+const serviceKey = (svc: Service) => serviceResourceName(svc.namespace ?? "", svc.hostname ?? "");
+
 /** The target port of an endpoint for a service port: its own port list first, then the Service's; 0 = none. */
-export function targetPort(svc: Service, w: Workload, servicePort: number): number {
-  const key = serviceResourceName(svc.namespace ?? "", svc.hostname ?? "");
+export function targetPort(svc: Service, w: Workload, servicePort: number, key = serviceKey(svc)): number {
   const own = w.services?.[key]?.ports?.find((p) => p.service_port === servicePort);
   if (own?.target_port) return own.target_port;
   const port = svc.ports?.find((p) => p.service_port === servicePort);
@@ -42,9 +43,8 @@ export function targetPort(svc: Service, w: Workload, servicePort: number): numb
   return port.target_port ?? 0;
 }
 
-/** Random pick, weighted by capacity (default 1). */
-function pick<T extends { w: Workload }>(list: T[]): T | undefined {
-  const weight = (x: T) => x.w.capacity?.value ?? 1;
+/** Random pick, weighted (uniform when every weight is 0). */
+function weightedPick<T>(list: T[], weight: (x: T) => number): T | undefined {
   const total = list.reduce((n, x) => n + weight(x), 0);
   if (total <= 0) return list[Math.floor(Math.random() * list.length)];
   let r = Math.random() * total;
@@ -70,13 +70,14 @@ function resolveWaypoint(state: ProxyState, network: string, gw: istio.workload.
 }
 
 function endpointOf(state: ProxyState, svc: Service, servicePort: number, preferV6: boolean): { w: Workload; ip: string; port: number; service: Service } | null {
-  const key = serviceResourceName(svc.namespace ?? "", svc.hostname ?? "");
+  const key = serviceKey(svc);
   // Addresses are turned into text for the chosen endpoint only (this runs per outbound connection).
   const candidates = state.endpoints(key).flatMap((w) => {
-    const port = (w.addresses?.length ?? 0) > 0 ? targetPort(svc, w, servicePort) : 0;
+    const port = (w.addresses?.length ?? 0) > 0 ? targetPort(svc, w, servicePort, key) : 0;
     return port ? [{ w, port }] : [];
   });
-  const chosen = pick(candidates);
+  // Weighted by capacity (default 1).
+  const chosen = weightedPick(candidates, (x) => x.w.capacity?.value ?? 1);
   return chosen ? { ...chosen, ip: ipOf(chosen.w, preferV6)!, service: svc } : null;
 }
 
@@ -96,16 +97,14 @@ export function route({ state, network, source, dstIp, dstPort }: RouteInput): R
   // (the resolved one is a random pick among them).
   const sourceIsWaypointOf = (gw: istio.workload.GatewayAddress.$Properties | null | undefined, waypoint?: { w: Workload; service?: Service }) =>
     !!gw && !!source && !!waypoint && (source.uid === waypoint.w.uid ||
-      (!!waypoint.service && !!source.services?.[serviceResourceName(waypoint.service.namespace ?? "", waypoint.service.hostname ?? "")]));
+      (!!waypoint.service && !!source.services?.[serviceKey(waypoint.service)]));
 
   if (svc) {
     const gw = pickWaypoint(svc);
     if (gw) {
       const wp = resolveWaypoint(state, network, gw, preferV6);
       if (!wp) return { kind: "refuse", reason: `waypoint of ${svc.hostname} is unknown or has no endpoint`, service: svc };
-      if (!sourceIsWaypointOf(gw, wp)) {
-        return { kind: "hbone", ip: wp.ip, port: wp.port, authority: { ip: dstIp, port: dstPort }, expected: [identityUri(wp.w), ...(wp.service?.subject_alt_names ?? [])], workload: wp.w, service: svc, viaWaypoint: true };
-      }
+      if (!sourceIsWaypointOf(gw, wp)) return viaWaypoint(wp, dstIp, dstPort, svc);
     }
     if (svc.load_balancing?.mode === istio.workload.LoadBalancing.Mode.PASSTHROUGH) {
       const w = state.workloadByIp(network, dstIp);
@@ -121,20 +120,22 @@ export function route({ state, network, source, dstIp, dstPort }: RouteInput): R
   if (w.waypoint) {
     const wp = resolveWaypoint(state, network, w.waypoint, preferV6);
     if (!wp) return { kind: "refuse", reason: `waypoint of workload ${w.name} is unknown or has no endpoint` };
-    if (!sourceIsWaypointOf(w.waypoint, wp)) {
-      return { kind: "hbone", ip: wp.ip, port: wp.port, authority: { ip: dstIp, port: dstPort }, expected: [identityUri(wp.w), ...(wp.service?.subject_alt_names ?? [])], workload: wp.w, viaWaypoint: true };
-    }
+    if (!sourceIsWaypointOf(w.waypoint, wp)) return viaWaypoint(wp, dstIp, dstPort);
   }
   return direct(w, dstIp, dstPort);
 }
 
 function pickWaypoint(svc: Service): istio.workload.GatewayAddress.$Properties | undefined {
   const weighted = (svc.weighted_waypoints ?? []).filter((x) => (x.weight ?? 0) > 0 && x.destination);
-  if (weighted.length) {
-    let r = Math.random() * weighted.reduce((n, x) => n + x.weight!, 0);
-    for (const x of weighted) if ((r -= x.weight!) < 0) return x.destination!;
-  }
-  return svc.waypoint ?? undefined;
+  return weightedPick(weighted, (x) => x.weight!)?.destination ?? svc.waypoint ?? undefined;
+}
+
+/** HBONE to a waypoint; the :authority stays the original destination. */
+function viaWaypoint(wp: { w: Workload; ip: string; port: number; service?: Service }, dstIp: string, dstPort: number, svc?: Service): Route {
+  return {
+    kind: "hbone", ip: wp.ip, port: wp.port, authority: { ip: dstIp, port: dstPort }, expected: [identityUri(wp.w), ...(wp.service?.subject_alt_names ?? [])],
+    workload: wp.w, ...(svc ? { service: svc } : {}), viaWaypoint: true,
+  };
 }
 
 function direct(w: Workload | undefined, ip: string, port: number, svc?: Service): Route {
