@@ -14,6 +14,7 @@ reports="$(mktemp -d)"
 trap 'rm -rf "$reports"' EXIT
 echo "[test] tests"
 status=0
-AMBIT_TEST_REPORT_DIR="$reports" npx turbo run test --concurrency=1 --output-logs=full || status=$?
+# --continue: a failing package does not stop the others; the summary counts every package's tests.
+AMBIT_TEST_REPORT_DIR="$reports" npx turbo run test --concurrency=1 --continue --output-logs=full || status=$?
 node scripts/test-summary.mjs "$reports" || status=1
 exit $status
