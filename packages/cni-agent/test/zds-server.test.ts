@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ZDS_MAX_MESSAGE, decodeRequest, encodeAck, encodeHello, type ZdsRequest } from "@ambit/protocol";
 import { SeqpacketSocket, closeFd, isNetnsFd, openNetns, type SeqpacketMessage } from "@ambit/sys";
 
-import { ZdsConnectionLostError, ZdsNackError, ZdsNotConnectedError, ZdsRequestError, ZdsServer, type ZdsPodStatus, type ZdsServerOptions } from "../src/zds/index.js";
+import { ZdsAckTimeoutError, ZdsConnectionLostError, ZdsNackError, ZdsNotConnectedError, ZdsRequestError, ZdsServer, type ZdsLogger, type ZdsPodStatus, type ZdsServerOptions } from "../src/zds/index.js";
 
 // ---- helpers: a fake ztunnel and real namespaces ----
 
@@ -373,11 +373,59 @@ describe("ZdsServer steady state", () => {
     const p1 = server.addWorkload({ uid: "uid-a", info: info("a"), netnsFd: openNetns(nsA) });
     const p2 = server.delWorkload("uid-x");
     expect((await client.next()).req.kind).toBe("add"); // and never acked
-    await expect(p1).rejects.toBeInstanceOf(ZdsConnectionLostError);
-    await expect(p2).rejects.toThrow(/no ack within 200 ms/);
-    expect(await reason).toMatch(/no ack within 200 ms/);
+    await expect(p1).rejects.toBeInstanceOf(ZdsAckTimeoutError);
+    await expect(p1).rejects.toThrow("ztunnel did not acknowledge AddWorkload for pod uid-a within 0.2 s (ZDS connection 1); the connection is closed as broken");
+    await expect(p2).rejects.toBeInstanceOf(ZdsConnectionLostError);
+    await expect(p2).rejects.toThrow("ZDS connection 1 lost before the ack: ztunnel did not acknowledge AddWorkload for pod uid-a within 0.2 s");
+    expect(await reason).toBe("ztunnel did not acknowledge AddWorkload for pod uid-a within 0.2 s");
     await client.closed;
     expect(server.connected).toBe(0);
+  });
+
+  it("an AddWorkload the newest ztunnel never acks goes to the next connection once that one is closed as broken", async () => {
+    const warnings: string[] = [];
+    const logger: ZdsLogger = { debug: () => {}, info: () => {}, warn: (_o, msg) => warnings.push(msg ?? ""), error: () => {} };
+    const statuses: ZdsPodStatus[] = [];
+    const server = await startServer({ ackTimeoutMs: 500, logger, onPodStatus: (st) => statuses.push(st) });
+    const good = await connect(server);
+    await good.takeSnapshot();
+    const stuck = await connect(server); // acks its snapshot, then nothing more: the newest, and wedged
+    await stuck.takeSnapshot();
+    const added = server.addWorkload({ uid: "uid-a", info: info("a"), netnsFd: openNetns(nsA) });
+    expect((await stuck.next()).req).toEqual({ kind: "add", uid: "uid-a", info: info("a") }); // never acked
+    const resent = await good.next(60_000);
+    expect(resent.req).toEqual({ kind: "add", uid: "uid-a", info: info("a") });
+    expect(nsInode(resent.fds[0]!)).toBe(nsInode(nsA));
+    await good.ack();
+    await expect(added).resolves.toBeUndefined();
+    await stuck.closed;
+    expect(server.connected).toBe(1);
+    expect(statuses).toContainEqual({ connectionId: 1, uid: "uid-a", kind: "add", error: "", ok: true });
+    expect(warnings).toContain("ztunnel did not acknowledge AddWorkload for pod uid-a within 0.5 s (ZDS connection 2); the connection is closed as broken");
+    expect(warnings).toContain("re-sending AddWorkload to the next ztunnel connection");
+  });
+
+  it("with only a ztunnel that never acks, the Add fails with the ack timeout (not 'no ztunnel'); the reconnecting ztunnel gets the pod", async () => {
+    const statuses: ZdsPodStatus[] = [];
+    const server = await startServer({ ackTimeoutMs: 500, onPodStatus: (st) => statuses.push(st) });
+    const stuck = await connect(server);
+    await stuck.takeSnapshot();
+    const added = server.addWorkload({ uid: "uid-a", info: info("a"), netnsFd: openNetns(nsA) });
+    expect((await stuck.next()).req.kind).toBe("add"); // never acked
+    await expect(added).rejects.toBeInstanceOf(ZdsAckTimeoutError);
+    await expect(added).rejects.toThrow(/^ztunnel did not acknowledge AddWorkload for pod uid-a within 0\.5 s/);
+    await stuck.closed;
+    // The same ztunnel, restarted, acks: its snapshot carries the pod, with its netns.
+    const again = await connect(server);
+    const snapshot = await again.takeSnapshot();
+    expect(snapshot[0]!.req).toEqual({ kind: "add", uid: "uid-a", info: info("a") });
+    expect(nsInode(snapshot[0]!.fds[0]!)).toBe(nsInode(nsA));
+    expect(statuses).toContainEqual({ connectionId: 2, uid: "uid-a", kind: "add", error: "", ok: true });
+    // And a later explicit re-send goes to it.
+    const resent = server.sendWorkload("uid-a");
+    expect((await again.next()).req).toMatchObject({ kind: "add", uid: "uid-a" });
+    await again.ack();
+    await expect(resent).resolves.toBeUndefined();
   });
 
   it("drops a connection that never says hello", async () => {

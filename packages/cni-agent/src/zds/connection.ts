@@ -3,7 +3,7 @@
 import { decodeAck, decodeHello, type ZdsRequest } from "@ambit/protocol";
 import { closeFd, type SeqpacketMessage, type SeqpacketSocket } from "@ambit/sys";
 
-import { ZdsConnectionLostError, ZdsNackError } from "./errors.js";
+import { ZdsAckTimeoutError, ZdsConnectionLostError, ZdsNackError } from "./errors.js";
 import type { ZdsLogger } from "./log.js";
 
 /** What a queued item becomes when its turn comes: the datagram and the fds to pass with it. */
@@ -59,6 +59,13 @@ function uidOf(req: ZdsRequest): string {
   return req.kind === "snapshot_sent" ? "" : req.uid;
 }
 
+const MESSAGE_NAMES = { add: "AddWorkload", keep: "KeepWorkload", del: "DelWorkload", snapshot_sent: "SnapshotSent" } as const;
+
+/** "AddWorkload for pod <uid>", "SnapshotSent". */
+function describeRequest(req: ZdsRequest): string {
+  return req.kind === "snapshot_sent" ? MESSAGE_NAMES[req.kind] : `${MESSAGE_NAMES[req.kind]} for pod ${req.uid}`;
+}
+
 export class Connection {
   #state: State = "hello";
   #queue: QueuedItem[] = [];
@@ -97,8 +104,11 @@ export class Connection {
     this.#pump();
   }
 
-  /** Closes the connection and rejects everything it still owed. Idempotent. */
-  drop(reason: string): void {
+  /**
+   * Closes the connection and rejects everything it still owed (with ZdsConnectionLostError naming `reason`; the
+   * request in flight with `inFlightError` when given). Idempotent.
+   */
+  drop(reason: string, inFlightError?: Error): void {
     if (this.#state === "closed") return;
     this.#state = "closed";
     if (this.#helloTimer) clearTimeout(this.#helloTimer);
@@ -107,7 +117,8 @@ export class Connection {
     const owed: QueuedItem[] = [];
     if (this.#inFlight) {
       clearTimeout(this.#inFlight.timer);
-      owed.push(this.#inFlight.item);
+      if (inFlightError) this.#inFlight.item.reject?.(inFlightError);
+      else owed.push(this.#inFlight.item);
       this.#inFlight = undefined;
     }
     owed.push(...this.#queue.splice(0));
@@ -171,9 +182,11 @@ export class Connection {
         continue;
       }
       if (!msg) continue;
+      // A ztunnel that does not ack in time is broken: close it (the server re-sends an Add elsewhere).
       const timer = setTimeout(() => {
-        this.host.log.warn({ conn: this.id, uid: item.uid, kind: msg.req.kind }, "ZDS ack timeout; dropping the connection");
-        this.drop(`no ack within ${this.host.ackTimeoutMs} ms`);
+        const err = new ZdsAckTimeoutError(this.id, describeRequest(msg.req), this.host.ackTimeoutMs);
+        this.host.log.warn({ conn: this.id, uid: item.uid, kind: msg.req.kind, timeoutMs: this.host.ackTimeoutMs }, err.message);
+        this.drop(err.reason, err);
       }, this.host.ackTimeoutMs);
       this.#inFlight = { item, req: msg.req, timer };
       this.socket.send(msg.data, msg.fds).catch((err: Error) => this.drop(`send failed: ${err.message}`));

@@ -26,10 +26,32 @@ export class ZdsConnectionLostError extends Error {
   override name = "ZdsConnectionLostError";
   constructor(
     readonly connectionId: number,
-    reason: string,
+    readonly reason: string,
   ) {
     super(`ZDS connection ${connectionId} lost before the ack: ${reason}`);
   }
+}
+
+/**
+ * ztunnel did not acknowledge a request within the ack timeout. The connection is closed as broken (the requests
+ * queued behind it reject with ZdsConnectionLostError naming this reason).
+ */
+export class ZdsAckTimeoutError extends ZdsConnectionLostError {
+  override name = "ZdsAckTimeoutError";
+  constructor(
+    connectionId: number,
+    /** What was not acknowledged, e.g. "AddWorkload for pod <uid>". */
+    readonly request: string,
+    readonly timeoutMs: number,
+  ) {
+    super(connectionId, ackTimeoutReason(request, timeoutMs));
+    this.message = `${ackTimeoutReason(request, timeoutMs)} (ZDS connection ${connectionId}); the connection is closed as broken`;
+  }
+}
+
+/** "ztunnel did not acknowledge AddWorkload for pod x within 5 s". */
+export function ackTimeoutReason(request: string, timeoutMs: number): string {
+  return `ztunnel did not acknowledge ${request} within ${timeoutMs / 1000} s`;
 }
 
 /** The request cannot be sent at all (unknown pod, pod without netns fd, message too large, ...). */

@@ -9,7 +9,7 @@ import { DEFAULT_ZDS_SOCKET, ZDS_MAX_MESSAGE, ZdsProtocolError, encodeRequest, t
 import { SeqpacketServer, closeFd, isNetnsFd, type SeqpacketSocket } from "@ambit/sys";
 
 import { Connection, type ConnectionHost, type Materialized, type QueuedItem, type RequestOutcome } from "./connection.js";
-import { ZdsNotConnectedError, ZdsRequestError } from "./errors.js";
+import { ZdsConnectionLostError, ZdsNotConnectedError, ZdsRequestError } from "./errors.js";
 import { silentZdsLogger, type ZdsLogger } from "./log.js";
 
 export const DEFAULT_ZDS_ACK_TIMEOUT_MS = 5_000;
@@ -17,7 +17,10 @@ export const DEFAULT_ZDS_ACK_TIMEOUT_MS = 5_000;
 export interface ZdsServerOptions {
   /** Where to listen; the parent directory is created. Default `/var/run/ztunnel/ztunnel.sock` (Istio's `INPOD_UDS`). */
   socketPath?: string;
-  /** How long to wait for each Ack (and for the hello) before dropping the connection. Default 5000 ms. */
+  /**
+   * How long to wait for each Ack (and for the hello) before closing the connection as broken. Default 5000 ms.
+   * An AddWorkload it did not ack goes to the next newest connection (see sendWorkload).
+   */
   ackTimeoutMs?: number;
   logger?: ZdsLogger;
   /** Called with the outcome of every acked or NACKed request, snapshot entries included. */
@@ -168,16 +171,39 @@ export class ZdsServer extends EventEmitter<ZdsServerEvents> {
 
   /**
    * Stores the pod (as setPod, so ownership of `pod.netnsFd` passes to the server once this returns
-   * without throwing) and sends AddWorkload with its netns fd to the newest connected ztunnel.
-   * Resolves on ACK; rejects with ZdsNackError, ZdsNotConnectedError or ZdsConnectionLostError.
+   * without throwing) and sends AddWorkload with its netns fd to the newest connected ztunnel (sendWorkload).
    * The pod stays in the store in every case, so a later snapshot still carries it.
    */
   addWorkload(pod: ZdsPod): Promise<void> {
     if (pod.netnsFd === null) throw new ZdsRequestError(`AddWorkload for pod ${pod.uid} needs a netns fd`);
     this.setPod(pod.uid, pod.info, pod.netnsFd);
-    const newest = this.#ready.at(-1);
-    if (!newest) return Promise.reject(new ZdsNotConnectedError());
-    return new Promise((resolve, reject) => newest.enqueue({ kind: "add", uid: pod.uid, resolve, reject }));
+    return this.sendWorkload(pod.uid);
+  }
+
+  /**
+   * Sends AddWorkload for a stored pod (with its stored netns fd) to the newest connected ztunnel. If that connection
+   * is lost before its ack (it did not ack within the ack timeout and was closed as broken, or it hung up), the Add
+   * goes to the next newest connection, until one answers. Resolves on ACK; rejects with ZdsNackError (ztunnel's
+   * text), with the last loss (ZdsAckTimeoutError or ZdsConnectionLostError) when no connection is left to try, with
+   * ZdsNotConnectedError when none was connected, or ZdsRequestError when the pod is not stored with an fd. A
+   * ztunnel that says hello later gets the pod in its snapshot.
+   */
+  async sendWorkload(uid: string): Promise<void> {
+    const tried = new Set<Connection>();
+    let lost: ZdsConnectionLostError | undefined;
+    for (;;) {
+      const conn = this.#ready.findLast((c) => !tried.has(c));
+      if (!conn) throw lost ?? new ZdsNotConnectedError();
+      tried.add(conn);
+      try {
+        await new Promise<void>((resolve, reject) => conn.enqueue({ kind: "add", uid, resolve, reject }));
+        return;
+      } catch (err) {
+        if (!(err instanceof ZdsConnectionLostError) || this.#closed) throw err;
+        lost = err;
+        if (this.#ready.some((c) => !tried.has(c))) this.#log.warn({ uid, conn: err.connectionId, err: err.message }, "re-sending AddWorkload to the next ztunnel connection");
+      }
+    }
   }
 
   /**
