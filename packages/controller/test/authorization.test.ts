@@ -2,7 +2,8 @@
 // the L7 and malformed fail-closed cases), and PeerAuthentication → the DENY policies istiod sends.
 import { describe, expect, it } from "vitest";
 import { istio } from "@ambit/protocol";
-import { convertAuthorizationPolicy, failClosedStandIn, type AuthorizationPolicy } from "../src/model/authorization.js";
+import { AuthorizationPolicySchema } from "@ambit/kube";
+import { convertAuthorizationPolicy, failClosedStandIn, type AuthorizationPolicy, type PolicyRule } from "../src/model/authorization.js";
 import {
   STATIC_STRICT, convertPortLevel, inheritedMode, peerAuthenticationKeys, staticStrictPolicy, type PeerAuthentication,
 } from "../src/model/peerauth.js";
@@ -89,38 +90,88 @@ describe("AuthorizationPolicy → Authorization", () => {
     expect(dry.condition?.status).toBe("False");
   });
 
-  describe("fails closed", () => {
-    it("drops a whole ALLOW rule that uses HTTP attributes, keeping the others", () => {
+  describe("HTTP attributes: ztunnel enforces L4 only", () => {
+    const unsupported = (message: string) => ({ type: "ZtunnelAccepted", status: "False", reason: "UnsupportedValue", message });
+    const ports8080 = { clauses: [{ matches: [{ destination_ports: [8080] }] }] };
+
+    it("ALLOW: omits every rule with an HTTP attribute (methods, requestPrincipals, remoteIpBlocks, a non-L4 when key), keeping the others", () => {
       const t = convertAuthorizationPolicy(policy({ rules: [
         { to: [{ operation: { methods: ["GET"], ports: ["80"] } }] },
         { from: [{ source: { requestPrincipals: ["*"] } }] },
-        { from: [{ source: { remoteIpBlocks: ["1.2.3.4"] } }] },
-        { when: [{ key: "request.headers[x]", values: ["y"] }] },
+        { from: [{ source: { remoteIpBlocks: ["1.2.3.4"], namespaces: ["web"] } }] },
+        { when: [{ key: "request.headers[x]", values: ["y"] }, { key: "source.namespace", values: ["web"] }] },
         { from: [{ source: { namespaces: ["web"] } }] },
       ] }), ROOT);
       expect(wire(t.authorization).rules).toEqual([{ clauses: [{ matches: [{ namespaces: [{ exact: "web" }] }] }] }]);
-      expect(t.condition).toMatchObject({ status: "False", reason: "UnsupportedValue" });
-      expect(t.condition!.message).toContain("rules[0] uses HTTP attributes (to.operation.methods)");
-      expect(t.condition!.message).toContain("more restrictive than requested");
+      const omitted = (i: number, attrs: string) =>
+        `rules[${i}] uses HTTP attributes (${attrs}) that ztunnel cannot check: it is omitted, so it allows nothing, which is more restrictive than requested; deploy a waypoint to enforce it`;
+      expect(t.condition).toEqual(unsupported([
+        omitted(0, "to.operation.methods"), omitted(1, "from.source.requestPrincipals"), omitted(2, "from.source.remoteIpBlocks"), omitted(3, "when.request.headers[x]"),
+      ].join("; ")));
     });
 
-    it("leaves an ALLOW policy whose every rule is L7 with no rules: it allows nothing", () => {
+    it("ALLOW: a policy whose every rule is L7 is sent without rules, so it allows nothing", () => {
       const t = convertAuthorizationPolicy(policy({ rules: [{ to: [{ operation: { paths: ["/admin"] } }] }] }), ROOT);
       expect(wire(t.authorization)).toEqual({ name: "p", namespace: "app", scope: Scope.NAMESPACE });
+      expect(t.condition!.message).toMatch(/^rules\[0\] uses HTTP attributes \(to\.operation\.paths\).*more restrictive than requested/);
     });
 
-    it("strips HTTP attributes from a DENY rule and keeps its L4 part, which denies more", () => {
+    it("DENY with an L4 remainder: strips the HTTP attributes (in the entry, and L7 when conditions) and denies more broadly", () => {
       const t = convertAuthorizationPolicy(policy({ action: "DENY", rules: [
         { to: [{ operation: { methods: ["POST"], ports: ["8080"] } }], when: [{ key: "request.auth.claims[iss]", values: ["x"] }] },
-        { to: [{ operation: { paths: ["/x"] } }] },
+        { from: [{ source: { remoteIpBlocks: ["1.2.3.4"], ipBlocks: ["10.0.0.0/8"], notRequestPrincipals: ["*"] } }] },
       ] }), ROOT);
-      expect(wire(t.authorization).rules).toEqual([
-        { clauses: [{ matches: [{ destination_ports: [8080] }] }] },
-        { clauses: [{ matches: [{}] }] }, // only L7: an empty match, which ztunnel never matches (a no-op)
-      ]);
-      expect(t.condition!.message).toContain("denies more than requested");
+      expect(wire(t.authorization)).toEqual({ name: "p", namespace: "app", scope: Scope.NAMESPACE, action: Action.DENY, rules: [
+        ports8080,
+        { clauses: [{ matches: [{ source_ips: [{ address: [10, 0, 0, 0], length: 8 }] }] }] },
+      ] });
+      expect(t.condition).toEqual(unsupported(
+        "rules[0] is enforced without its HTTP attributes (to.operation.methods, when.request.auth.claims[iss]): it denies every connection its L4 part matches, whatever the request, which denies more than requested; " +
+        "rules[1] is enforced without its HTTP attributes (from.source.notRequestPrincipals, from.source.remoteIpBlocks): it denies every connection its L4 part matches, whatever the request, which denies more than requested",
+      ));
     });
 
+    it.each([
+      ["to.operation.methods", { to: [{ operation: { methods: ["DELETE"] } }] }],
+      ["from.source.requestPrincipals", { from: [{ source: { requestPrincipals: ["*"] } }] }],
+      ["from.source.remoteIpBlocks", { from: [{ source: { remoteIpBlocks: ["1.2.3.4/32"] } }] }],
+      ["when.request.headers[x-user]", { when: [{ key: "request.headers[x-user]", values: ["admin"] }] }],
+    ])("DENY with only L7 (%s): has no effect at ztunnel and never turns into deny-all; the status says to deploy a waypoint", (attr, rule) => {
+      const t = convertAuthorizationPolicy(policy({ action: "DENY", rules: [rule] }), ROOT);
+      expect(wire(t.authorization)).toEqual({ name: "p", namespace: "app", scope: Scope.NAMESPACE, action: Action.DENY }); // no rules: never matches
+      expect(t.condition).toEqual(unsupported(`rules[0] cannot match at ztunnel without its HTTP attributes (${attr}): it has no effect there; deploy a waypoint to enforce it`));
+    });
+
+    it("DENY: a to entry with only HTTP attributes matches nothing, and the other entries still deny (exactly, or stripped)", () => {
+      const t = convertAuthorizationPolicy(policy({ action: "DENY", rules: [
+        { to: [{ operation: { methods: ["GET"] } }, { operation: { ports: ["8080"] } }] },
+        { to: [{ operation: { methods: ["GET"] } }, { operation: { paths: ["/x"], ports: ["8080"] } }] },
+      ] }), ROOT);
+      expect(wire(t.authorization).rules).toEqual([ports8080, ports8080]);
+      expect(t.condition).toEqual(unsupported(
+        "rules[0]: to[0] has only HTTP attributes and matches nothing at ztunnel, so the rule denies only through its other entries; deploy a waypoint to enforce it; " +
+        "rules[1] is enforced without its HTTP attributes (to.operation.paths): it denies every connection its L4 part matches, whatever the request, which denies more than requested; " +
+        "rules[1]: to[0] has only HTTP attributes and matches nothing at ztunnel, so the rule denies only through its other entries; deploy a waypoint to enforce it",
+      ));
+    });
+
+    it("DENY: a from clause with only HTTP attributes makes the whole rule unmatchable, not a deny of everything on the rule's ports", () => {
+      const t = convertAuthorizationPolicy(policy({ action: "DENY", rules: [
+        { from: [{ source: { requestPrincipals: ["issuer/alice"] } }], to: [{ operation: { ports: ["8080"] } }] },
+        { to: [{ operation: { ports: ["9090"] } }] },
+      ] }), ROOT);
+      expect(wire(t.authorization).rules).toEqual([{ clauses: [{ matches: [{ destination_ports: [9090] }] }] }]);
+      expect(t.condition).toEqual(unsupported("rules[0] cannot match at ztunnel without its HTTP attributes (from.source.requestPrincipals): it has no effect there; deploy a waypoint to enforce it"));
+    });
+
+    it("keeps a rule the user wrote empty (DENY everything), which is not the same as a rule emptied by stripping", () => {
+      const t = convertAuthorizationPolicy(policy({ action: "DENY", rules: [{}, { when: [{ key: "request.headers[x]", values: ["y"] }] }] }), ROOT);
+      expect(wire(t.authorization).rules).toEqual([{}]);
+      expect(t.condition!.message).toMatch(/^rules\[1\] cannot match at ztunnel/);
+    });
+  });
+
+  describe("fails closed", () => {
     it.each([
       ["a principal with a * in the middle", { principals: ["cluster.local/*/sa/x"] }, /"\*" is only allowed at the start or the end/],
       ["a principal written as a URI", { principals: ["spiffe://cluster.local/ns/a/sa/b"] }, /without "spiffe:\/\/"/],
@@ -143,6 +194,56 @@ describe("AuthorizationPolicy → Authorization", () => {
       expect(t.condition).toMatchObject({ status: "False", reason: "Invalid", message: expect.stringMatching(/cannot be read \(spec.targetRef.kind: Required\): its workloads allow nothing/) });
       expect(convertAuthorizationPolicy(failClosedStandIn({ metadata: { name: "q", namespace: "app" }, spec: { selector: { matchLabels: { app: 7 } } } }, "x")!, ROOT).authorization!.scope).toBe(Scope.NAMESPACE);
       expect(failClosedStandIn({ metadata: {} }, "x")).toBeNull();
+    });
+
+    describe("an unknown field (kept by the CRD and the schema so that it reaches the translator)", () => {
+      const ok = { from: [{ source: { namespaces: ["ok"] } }] };
+      const okRule = { clauses: [{ matches: [{ namespaces: [{ exact: "ok" }] }] }] };
+      // Each level of a rule, with the path the status names.
+      const levels: [string, unknown][] = [
+        ["rules[0].fromm", { fromm: [{ source: { namespaces: ["evil"] } }] }],
+        ["rules[0].from[0].sourc", { from: [{ sourc: { principals: ["a/b"] } }] }],
+        ["rules[0].from[0].source.principal", { from: [{ source: { principal: ["cluster.local/ns/evil/sa/x"] } }] }],
+        ["rules[0].to[0].operations", { to: [{ operations: { ports: ["22"] } }] }],
+        ["rules[0].to[0].operation.port", { to: [{ operation: { ports: ["80"], port: ["22"] } }] }],
+        ["rules[0].when[0].value", { when: [{ key: "source.ip", value: ["10.0.0.1"] }] }],
+      ];
+
+      it.each(levels)("ALLOW: %s omits the rule (it allows nothing) and the status names the field", (field, rule) => {
+        const t = convertAuthorizationPolicy(policy({ rules: [rule as PolicyRule, ok] }), ROOT);
+        expect(wire(t.authorization).rules).toEqual([okRule]);
+        expect(t.condition).toEqual({ type: "ZtunnelAccepted", status: "False", reason: "UnsupportedValue",
+          message: `rules[0] has an unknown field (${field}): it is omitted, so it allows nothing until fixed` });
+      });
+
+      it.each(levels)("DENY: %s denies everything in scope (never narrower than the rule) and the status names the field", (field, rule) => {
+        const t = convertAuthorizationPolicy(policy({ action: "DENY", rules: [rule as PolicyRule, ok] }), ROOT);
+        expect(wire(t.authorization).rules).toEqual([{}, okRule]);
+        expect(t.condition!.message).toBe(`rules[0] has an unknown field (${field}): it denies all traffic in the policy's scope until fixed`);
+      });
+
+      it("names every unknown field of a rule, and wins over its HTTP attributes", () => {
+        const t = convertAuthorizationPolicy(policy({ action: "DENY", rules: [{ to: [{ operation: { methods: ["GET"], x: 1 } }], y: 2 } as unknown as PolicyRule] }), ROOT);
+        expect(wire(t.authorization).rules).toEqual([{}]);
+        expect(t.condition!.message).toBe("rules[0] has unknown fields (rules[0].y, rules[0].to[0].operation.x): it denies all traffic in the policy's scope until fixed");
+      });
+
+      it.each([
+        ["spec.rule", { action: "DENY", rule: [{ from: [{ source: { namespaces: ["evil"] } }] }] }, Scope.NAMESPACE],
+        ["spec.selector.matchLabel", { selector: { matchLabels: { app: "db" }, matchLabel: { tier: "x" } }, rules: [{}] }, Scope.WORKLOAD_SELECTOR],
+      ])("in the spec (%s): the policy is replaced by an allow-nothing stand-in in its scope", (field, spec, scope) => {
+        const t = convertAuthorizationPolicy(policy(spec as AuthorizationPolicy["spec"]), ROOT);
+        expect(wire(t.authorization)).toEqual({ name: "p", namespace: "app", scope });
+        expect(t.condition).toEqual({ type: "ZtunnelAccepted", status: "False", reason: "Invalid",
+          message: `the policy cannot be read (unknown field ${field}): its workloads allow nothing until it is fixed` });
+      });
+
+      it("survives @ambit/kube's schema: a parsed object still fails closed", () => {
+        const raw = { metadata: { name: "p", namespace: "app" }, spec: { rules: [{ from: [{ source: { principalz: ["x/y"] } }] }, ok] } };
+        const t = convertAuthorizationPolicy(AuthorizationPolicySchema.parse(raw) as AuthorizationPolicy, ROOT);
+        expect(wire(t.authorization).rules).toEqual([okRule]);
+        expect(t.condition!.message).toMatch(/^rules\[0\] has an unknown field \(rules\[0\]\.from\[0\]\.source\.principalz\)/);
+      });
     });
 
     it("turns a malformed DENY rule into one that denies everything in scope", () => {

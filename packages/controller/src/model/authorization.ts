@@ -1,10 +1,13 @@
 // AuthorizationPolicy (security.istio.io/v1) → istio.security.Authorization, as istiod converts it for ztunnel.
 // Each policy rule becomes one Rule: one Clause for all `to` operations, one for all `from` sources, one per
-// `when` condition. ztunnel enforces L4 only, and the conversion fails closed:
-//   - ALLOW: a rule using an L7 attribute, or holding a value that cannot be read, is dropped whole (it can never
-//     allow). A policy left without rules allows nothing.
-//   - DENY: L7 attributes are stripped and the L4 rest still denies (more broadly); a rule holding a value that
-//     cannot be read denies everything in the policy's scope until it is fixed.
+// `when` condition. ztunnel enforces L4 only, and the conversion fails closed (see the package README, "HTTP
+// attributes and unknown fields", for the reasoning):
+//   - ALLOW: a rule using an L7 attribute, holding a value that cannot be read, or carrying a field this
+//     translator does not know is dropped whole (it can never allow). A policy left without rules allows nothing.
+//   - DENY: L7 attributes are stripped from each `to`/`from` entry and `when` list, and the L4 rest still denies
+//     (more broadly). An entry that had only L7 attributes matches nothing (it is never widened to "everything"),
+//     and a rule left with nothing L4 to check has no effect at ztunnel. A rule holding a value that cannot be read
+//     or an unknown field denies everything in the policy's scope until it is fixed (it never becomes narrower).
 // Every such change is reported in the result's `status`, which the controller writes on the object.
 import { isIPv4, isIPv6 } from "node:net";
 import { ipToBytes, istio, policyResourceName } from "@ambit/protocol";
@@ -67,6 +70,17 @@ export interface Translation {
 
 const L7_SOURCE: (keyof Source)[] = ["requestPrincipals", "notRequestPrincipals", "remoteIpBlocks", "notRemoteIpBlocks"];
 const L7_OPERATION: (keyof Operation)[] = ["hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"];
+/** Every field of Istio's API at each level this translator reads; anything else is an unknown field. */
+const KNOWN = {
+  spec: ["selector", "targetRef", "targetRefs", "action", "provider", "rules"],
+  selector: ["matchLabels"],
+  rule: ["from", "to", "when"],
+  from: ["source"],
+  source: ["principals", "notPrincipals", "namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts", "ipBlocks", "notIpBlocks", ...L7_SOURCE],
+  to: ["operation"],
+  operation: ["ports", "notPorts", ...L7_OPERATION],
+  when: ["key", "values", "notValues"],
+} satisfies Record<string, string[]>;
 const L4_WHEN = new Set(["source.ip", "source.namespace", "source.principal", "destination.ip", "destination.port"]);
 
 class BadValue extends Error {}
@@ -167,21 +181,91 @@ function whenMatch(c: Condition, i: number): Match {
   return m;
 }
 
-/** Whether a rule uses anything ztunnel cannot enforce (HTTP attributes, non-L4 `when` keys). */
-function l7Attributes(rule: PolicyRule): string[] {
-  const found = new Set<string>();
-  for (const f of rule.from ?? []) for (const k of L7_SOURCE) if (f.source?.[k]?.length) found.add(`from.source.${k}`);
-  for (const t of rule.to ?? []) for (const k of L7_OPERATION) if (t.operation?.[k]?.length) found.add(`to.operation.${k}`);
-  for (const c of rule.when ?? []) if (!L4_WHEN.has(c.key)) found.add(`when.${c.key}`);
-  return [...found];
+/** The fields of `o` (at `path`) that Istio's API does not have at that level. */
+function unknownKeys(o: unknown, known: readonly string[], path: string): string[] {
+  if (o === null || typeof o !== "object" || Array.isArray(o)) return [];
+  return Object.keys(o).filter((k) => !known.includes(k)).map((k) => `${path}.${k}`);
 }
 
-function convertRule(rule: PolicyRule, ns: string, i: number): Rule {
+/** Unknown fields anywhere in a rule: the rule, its from/to entries, their source/operation, its conditions. */
+function unknownRuleFields(rule: PolicyRule, at: string): string[] {
+  return [
+    ...unknownKeys(rule, KNOWN.rule, at),
+    ...(rule.from ?? []).flatMap((f, j) => [...unknownKeys(f, KNOWN.from, `${at}.from[${j}]`), ...unknownKeys(f?.source, KNOWN.source, `${at}.from[${j}].source`)]),
+    ...(rule.to ?? []).flatMap((t, j) => [...unknownKeys(t, KNOWN.to, `${at}.to[${j}]`), ...unknownKeys(t?.operation, KNOWN.operation, `${at}.to[${j}].operation`)]),
+    ...(rule.when ?? []).flatMap((c, j) => unknownKeys(c, KNOWN.when, `${at}.when[${j}]`)),
+  ];
+}
+
+const l7OfSource = (s: Source = {}) => L7_SOURCE.filter((k) => s[k]?.length).map((k) => `from.source.${k}`);
+const l7OfOperation = (o: Operation = {}) => L7_OPERATION.filter((k) => o[k]?.length).map((k) => `to.operation.${k}`);
+
+/** The attributes of a rule ztunnel cannot enforce (HTTP attributes, non-L4 `when` keys). */
+function l7Attributes(rule: PolicyRule): string[] {
+  return [...new Set([
+    ...(rule.from ?? []).flatMap((f) => l7OfSource(f.source)),
+    ...(rule.to ?? []).flatMap((t) => l7OfOperation(t.operation)),
+    ...(rule.when ?? []).filter((c) => !L4_WHEN.has(c.key)).map((c) => `when.${c.key}`),
+  ])];
+}
+
+interface Converted {
+  /** null: the rule can never match at ztunnel (it is left out). */
+  rule: Rule | null;
+  /** L7 attributes removed from entries that keep an L4 part, and L7 `when` conditions removed. */
+  stripped: string[];
+  /** `to[j]`/`from[j]` entries that had only L7 attributes: they match nothing at ztunnel. */
+  inert: string[];
+}
+
+/**
+ * One rule → one Rule. HTTP attributes are stripped (only DENY rules get here with any); an entry left with no
+ * L4 field matches nothing (it is left out of its clause, never turned into "match everything"), so a clause
+ * left without entries makes the rule unmatchable, and a rule whose every condition was L7 has nothing left to
+ * check: both come back with `rule: null`.
+ */
+function convertRule(rule: PolicyRule, ns: string, i: number): Converted {
+  const stripped: string[] = [];
+  const inert: string[] = [];
   const clauses: Clause[] = [];
-  if (rule.to?.length) clauses.push({ matches: rule.to.map((t) => operationMatch(t.operation ?? {}, i)) });
-  if (rule.from?.length) clauses.push({ matches: rule.from.map((f) => sourceMatch(f.source ?? {}, ns, i)) });
-  for (const c of rule.when ?? []) if (L4_WHEN.has(c.key)) clauses.push({ matches: [whenMatch(c, i)] });
-  return { clauses };
+  let unmatchable = false;
+  const clause = <E>(name: string, entries: E[] | undefined, match: (e: E) => Match, l7: (e: E) => string[]) => {
+    if (!entries?.length) return;
+    const matches: Match[] = [];
+    entries.forEach((e, j) => {
+      const m = match(e);
+      const http = l7(e);
+      const l4 = Object.keys(m).length > 0;
+      if (http.length && !l4) inert.push(`${name}[${j}]`);
+      else matches.push(m);
+      if (http.length && l4) stripped.push(...http);
+    });
+    if (matches.length) clauses.push({ matches });
+    else unmatchable = true;
+  };
+  clause("to", rule.to, (t) => operationMatch(t.operation ?? {}, i), (t) => l7OfOperation(t.operation));
+  clause("from", rule.from, (f) => sourceMatch(f.source ?? {}, ns, i), (f) => l7OfSource(f.source));
+  for (const c of rule.when ?? []) {
+    if (L4_WHEN.has(c.key)) clauses.push({ matches: [whenMatch(c, i)] });
+    else stripped.push(`when.${c.key}`);
+  }
+  const nothingLeft = !clauses.length && (stripped.length > 0 || inert.length > 0);
+  return { rule: unmatchable || nothingLeft ? null : { clauses }, stripped: [...new Set(stripped)], inert };
+}
+
+/** The status notes for a DENY rule converted with HTTP attributes. */
+function denyNotes(at: string, l7: string[], c: Converted): string[] {
+  if (!c.rule) {
+    return [`${at} cannot match at ztunnel without its HTTP attributes (${l7.join(", ")}): it has no effect there; deploy a waypoint to enforce it`];
+  }
+  const notes: string[] = [];
+  if (c.stripped.length) {
+    notes.push(`${at} is enforced without its HTTP attributes (${c.stripped.join(", ")}): it denies every connection its L4 part matches, whatever the request, which denies more than requested`);
+  }
+  if (c.inert.length) {
+    notes.push(`${at}: ${c.inert.join(", ")} ha${c.inert.length > 1 ? "ve" : "s"} only HTTP attributes and match${c.inert.length > 1 ? "" : "es"} nothing at ztunnel, so the rule denies only through its other entries; deploy a waypoint to enforce ${c.inert.length > 1 ? "them" : "it"}`);
+  }
+  return notes;
 }
 
 function accepted(message: string, ok = true): ConditionStatus {
@@ -216,7 +300,10 @@ export function convertAuthorizationPolicy(p: AuthorizationPolicy, rootNamespace
   const spec = p.spec ?? {};
   const { name, namespace } = p.metadata;
   if (spec.targetRef || spec.targetRefs?.length) return { authorization: null, condition: null }; // a waypoint policy
-  const invalid = p.metadata.annotations?.[INVALID_ANNOTATION];
+  // A policy that cannot be read, or whose spec has a field we do not know (which might narrow its selector or
+  // carry its rules), allows nothing in the scope we can read until it is fixed.
+  const unknown = [...unknownKeys(spec, KNOWN.spec, "spec"), ...unknownKeys(spec.selector, KNOWN.selector, "spec.selector")];
+  const invalid = p.metadata.annotations?.[INVALID_ANNOTATION] ?? (unknown.length ? `unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}` : undefined);
   if (invalid !== undefined) {
     const scope = spec.selector?.matchLabels ? istio.security.Scope.WORKLOAD_SELECTOR : istio.security.Scope.NAMESPACE;
     return {
@@ -239,24 +326,32 @@ export function convertAuthorizationPolicy(p: AuthorizationPolicy, rootNamespace
     : namespace === rootNamespace ? istio.security.Scope.GLOBAL : istio.security.Scope.NAMESPACE;
   const rules: Rule[] = [];
   const notes: string[] = [];
+  const failClosed = (at: string, why: string) => {
+    if (action === "ALLOW") {
+      notes.push(`${at} ${why}: it is omitted, so it allows nothing until fixed`);
+    } else {
+      rules.push({ clauses: [] }); // matches everything: deny all traffic in scope until fixed
+      notes.push(`${at} ${why}: it denies all traffic in the policy's scope until fixed`);
+    }
+  };
   (spec.rules ?? []).forEach((rule, i) => {
+    const at = `rules[${i}]`;
+    const unknown = unknownRuleFields(rule, at);
+    if (unknown.length) return failClosed(at, `has ${unknown.length > 1 ? "unknown fields" : "an unknown field"} (${unknown.join(", ")})`);
     const l7 = l7Attributes(rule);
     if (action === "ALLOW" && l7.length) {
-      notes.push(`rules[${i}] uses HTTP attributes (${l7.join(", ")}) that ztunnel cannot enforce: it is omitted, which is more restrictive than requested`);
+      notes.push(`${at} uses HTTP attributes (${l7.join(", ")}) that ztunnel cannot check: it is omitted, so it allows nothing, which is more restrictive than requested; deploy a waypoint to enforce it`);
       return;
     }
+    let converted: Converted;
     try {
-      rules.push(convertRule(rule, namespace, i));
-      if (l7.length) notes.push(`rules[${i}] is enforced without its HTTP attributes (${l7.join(", ")}): this denies more than requested`);
+      converted = convertRule(rule, namespace, i);
     } catch (err) {
       if (!(err instanceof BadValue)) throw err;
-      if (action === "ALLOW") {
-        notes.push(`rules[${i}] is invalid and omitted: ${err.message}`);
-      } else {
-        rules.push({ clauses: [] }); // matches everything: deny all traffic in scope until fixed
-        notes.push(`rules[${i}] is invalid (${err.message}): it denies all traffic to the selected workloads until fixed`);
-      }
+      return failClosed(at, `is invalid (${err.message})`);
     }
+    if (converted.rule) rules.push(converted.rule);
+    if (l7.length) notes.push(...denyNotes(at, l7, converted));
   });
   const authorization: AuthorizationOut = {
     name, namespace,
