@@ -1,12 +1,15 @@
 // The chained plugin's install and uninstall on a temporary CNI config/bin dir: our entry appended to the first
 // conflist, and taken out again (atomically, other plugins and fields kept, idempotent, a missing dir fine), with
-// the plugin's kubeconfig and executable removed.
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+// the plugin's kubeconfig and executable removed; the plugin's kubeconfig carries the credentials the agent really
+// has (in a pod: the projected token file) and follows the kubelet's rotation of that file.
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
+import { waitFor } from "@ambit/localcluster";
+import { resolveKubeConfig } from "@ambit/kube";
 import { afterAll, describe, expect, it } from "vitest";
-import { PLUGIN_KUBECONFIG, installPlugin, unchainFrom, uninstallPlugin } from "../src/cni-install.js";
+import { PLUGIN_KUBECONFIG, PluginKubeconfigWriter, installPlugin, unchainFrom, uninstallPlugin } from "../src/cni-install.js";
 
 const dirs: string[] = [];
 afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
@@ -119,5 +122,105 @@ describe("installPlugin, then uninstallPlugin", () => {
     expect(logs[0]).toMatchObject({ msg: "uninstall: a cleanup step failed", fields: { step: "conflist" } });
     expect(existsSync(join(paths.confDir, PLUGIN_KUBECONFIG))).toBe(false);
     expect(existsSync(join(paths.binDir, "ambit-cni"))).toBe(false);
+  });
+});
+
+/**
+ * A projected service-account volume as the kubelet writes it (its AtomicWriter): the files live in a timestamped
+ * directory, `..data` points at it, `token`/`ca.crt`/`namespace` point into `..data`; an update writes a new
+ * directory and swaps `..data` with one rename.
+ */
+class ProjectedVolume {
+  private seq = 0;
+  constructor(readonly dir: string) {}
+
+  write(files: Record<string, string>): void {
+    const gen = `..2025_01_01_00_00_0${this.seq++}`;
+    mkdirSync(join(this.dir, gen));
+    for (const [name, text] of Object.entries(files)) writeFileSync(join(this.dir, gen, name), text);
+    symlinkSync(gen, join(this.dir, "..data_tmp"));
+    const old = existsSync(join(this.dir, "..data")) ? readdirSync(this.dir).filter((f) => f.startsWith("..2025") && f !== gen) : [];
+    renameSync(join(this.dir, "..data_tmp"), join(this.dir, "..data"));
+    for (const name of Object.keys(files)) if (!existsSync(join(this.dir, name))) symlinkSync(join("..data", name), join(this.dir, name));
+    for (const o of old) rmSync(join(this.dir, o), { recursive: true });
+  }
+}
+
+describe("the plugin's kubeconfig", () => {
+  type Written = { clusters: { cluster: { server: string; "certificate-authority-data"?: string } }[]; users: { user: Record<string, string> }[] };
+  const readConfig = (file: string) => JSON.parse(readFileSync(file, "utf8")) as Written;
+  const inCluster = (saDir: string) => resolveKubeConfig({ env: { KUBERNETES_SERVICE_HOST: "10.96.0.1", KUBERNETES_SERVICE_PORT: "443" }, serviceAccountDir: saDir });
+
+  it("in a pod: the service-account token it has (not an empty one), the CA, https://KUBERNETES_SERVICE_HOST:PORT, mode 0600; rewritten atomically when the kubelet rotates the token", async () => {
+    const { root, confDir } = tempDirs();
+    const sa = new ProjectedVolume(join(root, "serviceaccount"));
+    mkdirSync(sa.dir);
+    sa.write({ token: "token-1", "ca.crt": "-----BEGIN CERTIFICATE-----\nca-1\n", namespace: "istio-system" });
+    const loaded = inCluster(sa.dir);
+    expect(loaded.source).toBe("in-cluster");
+    const logs: string[] = [];
+    const w = new PluginKubeconfigWriter(loaded.kc, join(confDir, PLUGIN_KUBECONFIG), (msg) => logs.push(msg));
+    w.start();
+    try {
+      const first = readConfig(w.file);
+      expect(first.users[0]!.user).toEqual({ token: "token-1" });
+      expect(first.clusters[0]!.cluster).toEqual({ server: "https://10.96.0.1:443", "certificate-authority-data": Buffer.from("-----BEGIN CERTIFICATE-----\nca-1\n").toString("base64") });
+      expect(statSync(w.file).mode & 0o777).toBe(0o600);
+      const inode = statSync(w.file).ino;
+
+      sa.write({ token: "token-2", "ca.crt": "-----BEGIN CERTIFICATE-----\nca-1\n", namespace: "istio-system" });
+      await waitFor("the rotated token in the plugin's kubeconfig", async () => readConfig(w.file).users[0]!.user["token"] === "token-2", 30_000, 20);
+      expect(statSync(w.file).ino).not.toBe(inode); // replaced by a rename, never rewritten in place
+      expect(statSync(w.file).mode & 0o777).toBe(0o600);
+      expect(readdirSync(confDir)).toEqual([PLUGIN_KUBECONFIG]); // no temp file left
+      expect(logs).toContain("the CNI plugin's kubeconfig was rewritten with the agent's current credentials");
+
+      // A token file that cannot be read (mid-swap, gone) leaves the last good kubeconfig.
+      rmSync(join(sa.dir, "token"));
+      w.refresh();
+      expect(readConfig(w.file).users[0]!.user["token"]).toBe("token-2");
+      expect(logs).toContain("the CNI plugin's credentials cannot be read; keeping the last ones");
+    } finally {
+      w.close();
+    }
+    // Closed: nothing follows the files any more.
+    symlinkSync(join("..data", "token"), join(sa.dir, "token"));
+    sa.write({ token: "token-3", "ca.crt": "ca", namespace: "istio-system" });
+    w.refresh();
+    expect(readConfig(w.file).users[0]!.user["token"]).toBe("token-2");
+  });
+
+  it("follows a token file by re-reading it too, when no file event comes", async () => {
+    const { root, confDir } = tempDirs();
+    const saDir = join(root, "sa");
+    mkdirSync(saDir);
+    writeFileSync(join(saDir, "token"), "token-1");
+    writeFileSync(join(saDir, "ca.crt"), "ca");
+    const w = new PluginKubeconfigWriter(inCluster(saDir).kc, join(confDir, PLUGIN_KUBECONFIG), undefined, 50);
+    w.start();
+    try {
+      writeFileSync(join(saDir, "token"), "token-2"); // in place (no rename): whichever of the watch and the re-read sees it first
+      await waitFor("the new token", async () => readConfig(w.file).users[0]!.user["token"] === "token-2", 30_000, 20);
+    } finally {
+      w.close();
+    }
+  });
+
+  it("a kubeconfig with a static token or a client certificate gives the plugin the same", () => {
+    const { confDir } = tempDirs();
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ name: "c", server: "https://api.example:6443", caData: "Y2E=" }],
+      users: [{ name: "t", token: "static" }, { name: "c", certData: "Y2VydA==", keyData: "a2V5" }, { name: "none", username: "u", password: "p" }],
+      contexts: [{ name: "t", cluster: "c", user: "t" }, { name: "c", cluster: "c", user: "c" }, { name: "none", cluster: "c", user: "none" }],
+      currentContext: "t",
+    });
+    const file = join(confDir, PLUGIN_KUBECONFIG);
+    const write = (context: string, log?: (msg: string) => void) => { kc.setCurrentContext(context); const w = new PluginKubeconfigWriter(kc, file, log); w.start(); w.close(); return readConfig(file); };
+    expect(write("t").users[0]!.user).toEqual({ token: "static" });
+    expect(write("c").users[0]!.user).toEqual({ "client-certificate-data": "Y2VydA==", "client-key-data": "a2V5" });
+    const logs: string[] = [];
+    expect(write("none", (m) => logs.push(m)).users[0]!.user).toEqual({});
+    expect(logs[0]).toMatch(/the CNI plugin gets no credentials .*it will refuse every pod it cannot check/);
   });
 });
