@@ -3,5 +3,6 @@ export * from "./service.js";
 export * from "./store.js";
 export * from "./metrics.js";
 export * from "./log.js";
+export * from "./log-limit.js";
 export * from "./server.js";
 export * from "./client.js";

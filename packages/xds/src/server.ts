@@ -13,9 +13,11 @@ import type { envoy } from "@ambit/protocol";
 import type { Registry } from "prom-client";
 import { XdsMetrics, metricType } from "./metrics.js";
 import { silentLogger, type Logger } from "./log.js";
+import { ClientLogLimiter, truncate, type ClientLogLimits, type TokenBucket } from "./log-limit.js";
 import {
   DELTA_ADS_METHOD,
   MAX_MESSAGE_BYTES,
+  MAX_REQUEST_BYTES,
   aggregatedDiscoveryService,
   encodeDeltaResponse,
   type NodeProperties,
@@ -72,7 +74,14 @@ export interface DeltaXdsServerOptions {
   nodeTypes?: readonly string[];
   /** Serve from the start (default false: streams are refused until `setReady(true)`). */
   ready?: boolean;
+  /** Rate limits of the lines clients cause (NACKs, malformed requests, refused streams); see `ClientLogLimits`. */
+  clientLogLimits?: ClientLogLimits;
 }
+
+/** Longest node id accepted (it is logged with every line about the stream). */
+export const MAX_NODE_ID_CHARS = 1024;
+/** Longest client-supplied name (type URL, nonce) put in a log line or a status. */
+const MAX_NAME_CHARS = 256;
 
 export interface ListenOptions {
   port: number;
@@ -84,16 +93,63 @@ export interface ListenOptions {
   serverOptions?: grpc.ServerOptions;
 }
 
-/** Server options suited to large pushes: 200 MiB messages both ways, keepalive pings as istiod sends them. */
+/**
+ * Server options: requests up to `MAX_REQUEST_BYTES` (4 MiB, istiod's limit; larger ones are refused from their
+ * length prefix), responses up to 200 MiB (large pushes), keepalive pings as istiod sends them, and
+ * `endRequestWithResponse` as the first interceptor. `extra` overrides; its interceptors run after that one.
+ */
 export function grpcServerOptions(extra: grpc.ServerOptions = {}): grpc.ServerOptions {
   return {
-    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
     ...extra,
+    interceptors: [endRequestWithResponse, ...(extra.interceptors ?? [])],
   };
 }
+
+/** The part of node:http2's ServerHttp2Stream that `endRequestWithResponse` uses. */
+interface H2ServerStream {
+  readonly readableEnded: boolean;
+  readonly destroyed: boolean;
+  readonly headersSent: boolean;
+  pause(): unknown;
+  close(code: number): void;
+  once(event: "wantTrailers", listener: () => void): unknown;
+}
+
+/**
+ * A grpc-js server interceptor that stops reading a request once its response is complete. grpc-js sends the
+ * status (RESOURCE_EXHAUSTED for an oversized message, UNAUTHENTICATED, …) but would go on reading and discarding
+ * whatever the client still sends, 150 MiB if it claimed 150 MiB. This pauses the HTTP/2 stream at once (flow
+ * control stops the client within a window) and, once the status is on its way, resets the stream with NO_ERROR
+ * (RFC 9113 §8.1: a server may ask a client to stop sending once its response is complete). It reaches the HTTP/2
+ * stream under grpc-js' base call, which is not public API, so it must be the server's first interceptor; when that
+ * stream is not there it does nothing.
+ */
+export const endRequestWithResponse: grpc.ServerInterceptor = (_method, call) => {
+  const base = call as unknown as { stream?: H2ServerStream; sendStatus?: (status: unknown) => void };
+  const stream = base.stream;
+  const sendStatus = base.sendStatus;
+  if (stream && typeof stream.close === "function" && typeof stream.pause === "function" && typeof sendStatus === "function") {
+    base.sendStatus = function (this: unknown, status: unknown) {
+      const trailersOnly = !stream.headersSent;
+      sendStatus.call(this, status);
+      if (stream.readableEnded || stream.destroyed) return;
+      stream.pause();
+      // The reset waits for the status to be submitted (with trailers: when grpc-js sends them), so it follows it.
+      const reset = (): void => {
+        setImmediate(() => {
+          if (!stream.destroyed) stream.close(h2constants.NGHTTP2_NO_ERROR);
+        });
+      };
+      if (trailersOnly) reset();
+      else stream.once("wantTrailers", reset);
+    };
+  }
+  return new grpc.ServerInterceptingCall(call);
+};
 
 export interface WatchDebug {
   typeUrl: string;
@@ -153,6 +209,8 @@ class Watch {
   lastAckAt: Date | null = null;
   nackCount = 0;
   lastNack: { nonce: string; message: string; at: Date } | null = null;
+  /** The last NACK logged (nonce and error), so a repeated one is not logged again. */
+  lastLoggedNack: string | null = null;
   responses = 0;
 
   constructor(readonly typeUrl: string) {}
@@ -194,6 +252,8 @@ class Connection {
     readonly id: string,
     readonly call: AdsCall,
     readonly peer: string,
+    /** The stream's share of the lines clients may cause. */
+    readonly logBudget: TokenBucket,
   ) {}
 }
 
@@ -221,6 +281,7 @@ export class DeltaXdsServer {
   readonly store: ResourceStore;
   readonly metrics: XdsMetrics;
   private readonly logger: Logger;
+  private readonly clientLog: ClientLogLimiter;
   private readonly debounceMs: number;
   private readonly debounceMaxMs: number;
   private readonly waitForAck: boolean;
@@ -248,6 +309,7 @@ export class DeltaXdsServer {
   constructor(options: DeltaXdsServerOptions = {}) {
     this.store = options.store ?? new ResourceStore();
     this.logger = options.logger ?? silentLogger;
+    this.clientLog = new ClientLogLimiter(this.logger, options.clientLogLimits);
     this.metrics = options.metrics ?? new XdsMetrics(options.registry);
     this.debounceMs = options.debounceMs ?? 100;
     this.debounceMaxMs = options.debounceMaxMs ?? 10_000;
@@ -325,6 +387,7 @@ export class DeltaXdsServer {
     this.clearDebounce();
     this.unsubscribeStore();
     for (const conn of [...this.streams]) this.endStream(conn, grpc.status.UNAVAILABLE, "server shutting down");
+    this.clientLog.summarise();
     const server = this.ownServer;
     this.ownServer = null;
     if (!server) return;
@@ -416,7 +479,7 @@ export class DeltaXdsServer {
   // --- stream lifecycle ---------------------------------------------------------------------------------
 
   private handleCall(call: AdsCall): void {
-    const conn = new Connection(`${this.nextConnId++}`, call, call.getPeer());
+    const conn = new Connection(`${this.nextConnId++}`, call, call.getPeer(), this.clientLog.streamBucket());
     this.streams.add(conn);
     call.on("error", () => this.drop(conn, "stream error"));
     call.on("cancelled", () => this.drop(conn, "cancelled by client"));
@@ -474,13 +537,17 @@ export class DeltaXdsServer {
       this.endStream(conn, grpc.status.INVALID_ARGUMENT, "missing node information");
       return false;
     }
+    if (node.id.length > MAX_NODE_ID_CHARS) {
+      this.endStream(conn, grpc.status.INVALID_ARGUMENT, `invalid node id "${truncate(node.id, MAX_NAME_CHARS)}": longer than ${MAX_NODE_ID_CHARS} characters`);
+      return false;
+    }
     const parts = node.id.split("~");
     if (parts.length !== 4) {
       this.endStream(conn, grpc.status.INVALID_ARGUMENT, `invalid node id "${node.id}": expected 4 "~"-separated parts (type~ip~id~domain)`);
       return false;
     }
     if (!this.nodeTypes.has(parts[0]!)) {
-      this.endStream(conn, grpc.status.INVALID_ARGUMENT, `invalid node type "${parts[0]}" in node id "${node.id}" (valid types: ${[...this.nodeTypes].join(", ")})`);
+      this.endStream(conn, grpc.status.INVALID_ARGUMENT, `invalid node type "${truncate(parts[0]!, MAX_NAME_CHARS)}" in node id "${node.id}" (valid types: ${[...this.nodeTypes].join(", ")})`);
       return false;
     }
     if (this.authorize) {
@@ -507,7 +574,10 @@ export class DeltaXdsServer {
   private endStream(conn: Connection, code: grpc.status, details: string): void {
     if (conn.closed) return;
     this.metrics.rejectedStreams.inc({ code: grpc.status[code] ?? String(code) });
-    this.logger.warn({ conn: conn.id, node: conn.node?.id, peer: conn.peer, code: grpc.status[code], details }, "xDS stream ended");
+    // Any client can have its streams refused, as fast as it opens them: these lines are rate-limited too.
+    if (this.clientLog.allow("xDS stream ended", conn.logBudget)) {
+      this.logger.warn({ conn: conn.id, node: conn.node?.id, peer: conn.peer, code: grpc.status[code], details }, "xDS stream ended");
+    }
     this.drop(conn, details);
     conn.call.emit("error", statusError(code, details));
   }
@@ -557,7 +627,9 @@ export class DeltaXdsServer {
   private processRequest(conn: Connection, req: DeltaRequest): void {
     const typeUrl = req.type_url;
     if (!typeUrl) {
-      this.logger.warn({ conn: conn.id, node: conn.node?.id }, "xDS request without type_url ignored");
+      if (this.clientLog.allow("xDS request without type_url ignored", conn.logBudget)) {
+        this.logger.warn({ conn: conn.id, node: conn.node?.id }, "xDS request without type_url ignored");
+      }
       return;
     }
     const w = conn.watches.get(typeUrl);
@@ -603,11 +675,21 @@ export class DeltaXdsServer {
     const type = metricType(w.typeUrl);
     const fresh = nonce === w.lastNonceSent;
     if (req.error_detail) {
-      const message = req.error_detail.message ?? "";
+      // Every NACK is counted; the log shows the first of each (nonce, error) of a watch, within the rate limits.
+      const message = truncate(req.error_detail.message ?? "", this.clientLog.maxDetailChars);
+      const shownNonce = truncate(nonce, MAX_NAME_CHARS);
       w.nackCount++;
-      w.lastNack = { nonce, message, at: new Date() };
+      w.lastNack = { nonce: shownNonce, message, at: new Date() };
       this.metrics.rejects.inc({ type });
-      this.logger.warn({ conn: conn.id, node: conn.node?.id, typeUrl: w.typeUrl, nonce, code: req.error_detail.code ?? 0, message }, "xDS NACK");
+      const key = `${shownNonce}\n${message}`;
+      if (key === w.lastLoggedNack) this.clientLog.suppress("xDS NACK");
+      else if (this.clientLog.allow("xDS NACK", conn.logBudget)) {
+        w.lastLoggedNack = key;
+        this.logger.warn(
+          { conn: conn.id, node: conn.node?.id, typeUrl: truncate(w.typeUrl, MAX_NAME_CHARS), nonce: shownNonce, code: req.error_detail.code ?? 0, message, nacks: w.nackCount },
+          "xDS NACK",
+        );
+      }
     } else if (fresh) {
       w.lastAckNonce = nonce;
       w.lastAckAt = new Date();

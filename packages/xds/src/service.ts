@@ -11,8 +11,14 @@ export const DELTA_ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscovery
 export const DELTA_ADS_METHOD = "DeltaAggregatedResources";
 export const DELTA_ADS_PATH = `/${DELTA_ADS_SERVICE}/${DELTA_ADS_METHOD}`;
 
-/** ztunnel's decode limit, used for both directions on both sides. */
+/** ztunnel's decode limit: the largest response the server sends and the client accepts. */
 export const MAX_MESSAGE_BYTES = 200 * 1024 * 1024;
+
+/**
+ * The largest request message the server reads (istiod's `ISTIO_GPRC_MAXRECVMSGSIZE` default, 4 MiB). A larger
+ * one is refused with RESOURCE_EXHAUSTED as soon as its 5-byte length prefix arrives, before it is buffered.
+ */
+export const MAX_REQUEST_BYTES = 4 * 1024 * 1024;
 
 function toBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);

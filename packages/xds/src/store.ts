@@ -45,6 +45,8 @@ interface TypeTable {
   byAlias: Map<string, Set<string>>;
 }
 
+const NO_RESOURCES: ReadonlyMap<string, StoredResource> = new Map();
+
 export class ResourceStore {
   private readonly types = new Map<string, TypeTable>();
   private readonly listeners = new Set<StoreListener>();
@@ -97,7 +99,8 @@ export class ResourceStore {
   }
 
   values(typeUrl: string): IterableIterator<StoredResource> {
-    return this.table(typeUrl).byName.values();
+    // Reading never creates a type's table: clients name the types they watch.
+    return (this.types.get(typeUrl)?.byName ?? NO_RESOURCES).values();
   }
 
   names(typeUrl: string): string[] {

@@ -115,3 +115,55 @@ export function summary(r: Response): { type: string; names: string[]; removed: 
 
 export const names = (r: Response): string[] => summary(r).names;
 export const removed = (r: Response): string[] => summary(r).removed;
+
+export interface OversizedResult {
+  /** The response headers (a trailers-only response carries grpc-status in them). */
+  headers: Record<string, unknown>;
+  trailers: Record<string, unknown>;
+  /** RST_STREAM code of the stream's end. */
+  rstCode: number | undefined;
+  /** Bytes the client's socket handed to the network: how much of the claimed message the server let in. */
+  bytesOnWire: number;
+}
+
+/**
+ * A raw HTTP/2 gRPC request (not grpc-js, which would build the whole message first) that claims a message of
+ * `claimBytes` in its length prefix and then streams it in 1 MiB chunks until the server ends the stream.
+ */
+export async function streamOversized(url: string, path: string, claimBytes: number, options: { headers?: Record<string, string>; tls?: { ca: string; servername: string } } = {}): Promise<OversizedResult> {
+  const http2 = await import("node:http2");
+  const session = http2.connect(url, options.tls ? { ca: options.tls.ca, servername: options.tls.servername } : {});
+  session.on("error", () => {});
+  const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", ...options.headers });
+  const result: OversizedResult = { headers: {}, trailers: {}, rstCode: undefined, bytesOnWire: 0 };
+  req.on("response", (h) => Object.assign(result.headers, h));
+  req.on("trailers", (h) => Object.assign(result.trailers, h));
+  req.on("error", () => {});
+  req.resume();
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(claimBytes, 1);
+  const chunk = Buffer.alloc(1 << 20, 7);
+  await new Promise<void>((resolve) => {
+    req.on("close", () => resolve());
+    let sent = 0;
+    const pump = (): void => {
+      while (sent < claimBytes && !req.destroyed && !req.closed) {
+        const piece = sent === 0 ? Buffer.concat([prefix, chunk]) : chunk;
+        sent += chunk.length;
+        if (!req.write(piece)) {
+          req.once("drain", pump);
+          return;
+        }
+      }
+      if (!req.destroyed && !req.closed) req.end();
+    };
+    pump();
+  });
+  result.rstCode = req.rstCode;
+  result.bytesOnWire = session.socket?.bytesWritten ?? 0;
+  session.destroy();
+  return result;
+}
+
+/** The gRPC status of a raw response (trailers-only or in trailers). */
+export const grpcStatusOf = (r: OversizedResult): number => Number(r.trailers["grpc-status"] ?? r.headers["grpc-status"]);
