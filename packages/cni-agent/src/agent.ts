@@ -11,7 +11,7 @@ import { Annotations } from "@ambit/protocol";
 import { closeFd, openNetns } from "@ambit/sys";
 import { enrollment, type NamespaceLike, type PodLike } from "./enrollment.js";
 import type { Server } from "node:http";
-import { installPlugin, uninstallPlugin } from "./cni-install.js";
+import { installPlugin, uninstallPlugin, type InstalledPlugin } from "./cni-install.js";
 import { AgentMetrics, startMonitoring } from "./monitoring.js";
 import { netnsByIp } from "./podnetns.js";
 import { applyRules, removeRules, RedirectError } from "./redirect/index.js";
@@ -28,6 +28,8 @@ export interface AgentOptions {
   nodeName: string;
   excludedNamespaces: string[];
   zdsSocket: string;
+  /** How long ztunnel has to ack each ZDS message before its connection is closed as broken (default 5 s). */
+  zdsAckTimeoutMs?: number;
   dnsCapture: boolean;
   /**
    * SNAT the node's probes of enrolled pods to 169.254.7.127 (see redirect/probe-snat.ts), in this netns ("" = the
@@ -68,7 +70,7 @@ export class CniAgent {
   private readonly queue = new Map<string, Promise<void>>();
   private readonly excluded: Set<string>;
   private readonly log: (msg: string, fields?: object) => void;
-  private plugin: { close(): Promise<void> } | undefined;
+  private plugin: InstalledPlugin | undefined;
   private netnsScan: { at: number; byIp: Map<string, string> } | undefined;
   readonly metrics = new AgentMetrics();
   private monitoring: Server | undefined;
@@ -81,8 +83,11 @@ export class CniAgent {
     this.core = o.kc.makeApiClient(CoreV1Api);
     this.excluded = new Set(o.excludedNamespaces);
     this.log = o.log ?? ((msg, fields) => console.log(JSON.stringify({ level: "info", msg, ...fields })));
+    const zdsLog = (obj: object, msg?: string) => this.log(msg ?? "ZDS", obj);
     this.zds = new ZdsServer({
       socketPath: o.zdsSocket,
+      ...(o.zdsAckTimeoutMs !== undefined ? { ackTimeoutMs: o.zdsAckTimeoutMs } : {}),
+      logger: { debug: () => undefined, info: zdsLog, warn: zdsLog, error: zdsLog },
       onPodStatus: (s) => {
         if (s.kind !== "add") return;
         const key = [...this.enrolled].find(([, e]) => e.uid === s.uid)?.[0];
@@ -100,7 +105,7 @@ export class CniAgent {
     if (this.o.monitoringPort !== undefined) this.monitoring = await startMonitoring(this.o.monitoringPort, "0.0.0.0", this.metrics, () => this.ready);
     this.zds.on("connected", () => this.metrics.ztunnels.set(this.zds.connected));
     this.zds.on("disconnected", () => this.metrics.ztunnels.set(this.zds.connected));
-    if (this.o.cni) this.plugin = await installPlugin(this.o.kc, this.o.cni, (req) => this.cniAdd(req));
+    if (this.o.cni) this.plugin = await installPlugin(this.o.kc, this.o.cni, (req) => this.cniAdd(req), { excludedNamespaces: [...this.excluded], log: this.log });
     this.pods = informerCollection(this.o.kc, { ...sources.pods(this.o.kc), fieldSelector: `spec.nodeName=${this.o.nodeName}` }) as unknown as Collection<Pod>;
     this.namespaces = informerCollection(this.o.kc, sources.namespaces(this.o.kc)) as unknown as Collection<NamespaceLike>;
     await Promise.all([this.pods.synced, this.namespaces.synced]);
@@ -158,11 +163,14 @@ export class CniAgent {
     // As Istio's agent does, the pod starts only once ztunnel has it: otherwise the ADD fails and is retried.
     await new Promise<void>((resolve, reject) =>
       this.enqueue(key, () => this.enroll(key, pod, this.enrolled.get(key), req.netns).then(resolve, (err: Error) => { reject(err); throw err; })));
-    if (!this.enrolled.get(key)?.acked) throw new ZdsNotConnectedError();
+    if (!this.enrolled.get(key)?.acked) throw new Error(`ztunnel has not acknowledged ${key} yet`);
     return { enrolled: true, reason: d.reason };
   }
 
-  /** Rules in place, then the hand-off to ztunnel; resolves on its ack (rejects without ztunnel, or on a NACK). */
+  /**
+   * Rules in place, then the hand-off to ztunnel; resolves on its ack (rejects without ztunnel, on a NACK, or when no
+   * connected ztunnel acked in time). A pod handed off before but never acked is sent again.
+   */
   private async enroll(key: string, pod: Pod, current: Enrolled | undefined, netnsFromCni?: string): Promise<void> {
     let netns = current?.netns ?? netnsFromCni;
     if (!netns) {
@@ -189,6 +197,10 @@ export class CniAgent {
       this.log("enrolled", { pod: key, netns });
       await sent;
       this.enrolled.get(key)!.acked = true;
+    } else if (!current.acked) {
+      // The earlier AddWorkload was NACKed or lost (its ztunnel hung up, or did not ack in time and was closed).
+      await this.zds.sendWorkload(current.uid);
+      current.acked = true;
     }
   }
 
@@ -296,6 +308,7 @@ export class CniAgent {
     this.log("uninstall: cleaning up the node", { node: this.o.nodeName, deadlineMs });
     // 1. No new pod goes through our plugin (it fails closed without the agent): out of the conflist first, then
     //    the socket (its in-flight ADDs finish or are cut), then the plugin's kubeconfig and executable.
+    this.plugin?.kubeconfig.close(); // nothing may write the plugin's kubeconfig again once it is removed
     if (this.o.cni) uninstallPlugin(this.o.cni, this.log);
     await step("plugin socket", async () => this.plugin?.close(), Math.min(left(), 5000));
     // 2. Stop watching; work already queued finishes (nothing new is queued).

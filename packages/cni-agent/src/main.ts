@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // ambit-cni-agent: one per node (a hostNetwork DaemonSet pod). Configuration from the environment: NODE_NAME
 // (required), POD_NAMESPACE (its own namespace, excluded from enrollment), AMBIENT_EXCLUDED_NAMESPACES (more,
-// comma-separated; kube-system by default), INPOD_UDS (the ZDS socket, Istio's default path), AMBIENT_DNS_CAPTURE,
+// comma-separated; kube-system by default), INPOD_UDS (the ZDS socket, Istio's default path), AMBIT_ZDS_ACK_TIMEOUT
+// (how long ztunnel has to ack a ZDS message before its connection is closed as broken; 5s), AMBIENT_DNS_CAPTURE,
 // MONITORING_PORT (/healthz, /readyz, /metrics; default 15014), CNI_CONF_DIR / CNI_BIN_DIR / CNI_AGENT_SOCKET
 // (where to install the chained plugin; not installed when CNI_CONF_DIR is unset), POD_NAME (its own pod, with
 // POD_NAMESPACE: how it finds its DaemonSet on exit), AMBIT_CNI_UNINSTALL_ON_EXIT (auto | true | false),
@@ -25,6 +26,7 @@ const AgentEnv = z.object({
   POD_NAMESPACE: envVar.dnsName.optional(),
   AMBIENT_EXCLUDED_NAMESPACES: envVar.list("kube-system"),
   INPOD_UDS: z.string().default(DEFAULT_ZDS_SOCKET),
+  AMBIT_ZDS_ACK_TIMEOUT: envVar.duration("5s").refine((ms) => ms > 0, "must be longer than 0"),
   AMBIENT_DNS_CAPTURE: envVar.bool(false),
   MONITORING_PORT: envVar.port(15014),
   [UNINSTALL_ENV]: z.string().default("auto").transform((v, ctx) => parseUninstallSetting(v) ?? (ctx.addIssue({ code: "custom", message: "is not auto, true or false" }), z.NEVER)),
@@ -44,6 +46,7 @@ const FIX: Record<string, string> = {
   NODE_NAME: "the node's name (downward API spec.nodeName)",
   POD_NAMESPACE: "the pod's namespace (downward API metadata.namespace)",
   AMBIENT_DNS_CAPTURE: "true or false",
+  AMBIT_ZDS_ACK_TIMEOUT: "a duration such as 5s or 500ms: how long ztunnel has to acknowledge a ZDS message",
   MONITORING_PORT: "a port number",
   [UNINSTALL_ENV]: "auto (uninstall cleanup when the agent's DaemonSet is gone), true or false",
   AMBIT_PROBE_SNAT: "true (SNAT the node's probes of enrolled pods to 169.254.7.127, so policies do not judge them) or false",
@@ -75,7 +78,7 @@ async function main(): Promise<void> {
   const cni = env.CNI_CONF_DIR ? { confDir: env.CNI_CONF_DIR, binDir: env.CNI_BIN_DIR, socket: env.CNI_AGENT_SOCKET } : undefined;
   const kc = loadKubeConfig();
   const agent = new CniAgent({
-    kc, nodeName: env.NODE_NAME, excludedNamespaces: [...excluded], zdsSocket: env.INPOD_UDS, dnsCapture: env.AMBIENT_DNS_CAPTURE,
+    kc, nodeName: env.NODE_NAME, excludedNamespaces: [...excluded], zdsSocket: env.INPOD_UDS, zdsAckTimeoutMs: env.AMBIT_ZDS_ACK_TIMEOUT, dnsCapture: env.AMBIENT_DNS_CAPTURE,
     monitoringPort: env.MONITORING_PORT, ...(cni ? { cni } : {}), ...(env.AMBIT_PROBE_SNAT ? { probeSnat: { netns: "" } } : {}),
   });
   let stopping = false;

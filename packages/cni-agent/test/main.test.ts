@@ -33,6 +33,14 @@ describe("ambit-cni-agent command line", () => {
     expect(r.stderr).toMatch(/AMBIT_CNI_UNINSTALL_ON_EXIT="maybe": is not auto, true or false \(set it to auto .*\)/);
   });
 
+  it("the agent refuses a ZDS ack timeout that is not a positive duration", () => {
+    for (const v of ["soon", "0s"]) {
+      const r = run([], { NODE_NAME: "node-1", AMBIT_ZDS_ACK_TIMEOUT: v });
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(new RegExp(`AMBIT_ZDS_ACK_TIMEOUT="${v}": .*\\(set it to a duration such as 5s or 500ms`));
+    }
+  });
+
   it("the agent needs its node's name", () => {
     const r = run([]);
     expect(r.status).toBe(2);
