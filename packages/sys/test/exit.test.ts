@@ -43,7 +43,8 @@ it("an unref'd socket does not hold the process, a ref'd one does until the peer
     a.on("message", () => {});
     b.on("close", () => console.log("b closed"));
     b.on("message", () => {});
-    setTimeout(() => a.destroy(), 200); // b (ref'd, reading) keeps the process up until then
+    // An unref'd timer holds nothing: it fires only if b (ref'd, reading) keeps the process up.
+    setTimeout(() => a.destroy(), 100).unref();
   `);
   expect(r.stdout).toBe("b closed\n");
   expect(r.status).toBe(0);

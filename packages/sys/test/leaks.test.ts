@@ -4,7 +4,7 @@ import { once } from "node:events";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it, vi } from "vitest";
 
 import {
   closeFd,
@@ -80,12 +80,12 @@ async function batch(round: number): Promise<void> {
   // Seqpacket: send fds, receive, close received, truncation, hang-up.
   const [a, b] = seqpacketPair({ maxMessageSize: 1024 });
   const nsfd = openNetns(ns.path);
-  const got: SeqpacketMessage[] = [];
-  b.on("message", (m) => got.push(m));
+  // b reads while it has a "message" listener: keep one for the oversized message below.
+  const received = new Promise<SeqpacketMessage>((resolve) => b.on("message", resolve));
   await a.send(Buffer.from(`round ${round}`), [nsfd, nsfd]);
   closeFd(nsfd);
-  while (got.length < 1) await new Promise((r) => setTimeout(r, 1));
-  got.forEach((m) => m.fds.forEach(closeFd));
+  const got = await received;
+  got.fds.forEach(closeFd);
   const errored = once(b, "error");
   const sysfd = openNetns("/proc/self/ns/net");
   await a.send(Buffer.alloc(2048), [sysfd]); // too long for b: its fds are closed with the message
@@ -121,6 +121,6 @@ it("leaves the number of open fds unchanged", async () => {
   await batch(0); // warm-up: the poller's epoll fd and eventfd are opened once, on first use
   const before = openFdCount();
   for (let round = 1; round <= 3; round++) await batch(round);
-  await new Promise((r) => setTimeout(r, 50)); // let net.Socket handles finish closing
-  expect(openFdCount()).toBe(before);
+  // net.Socket handles close their fds asynchronously: wait until the count is back, or fail with it.
+  await vi.waitFor(() => expect(openFdCount()).toBe(before), { timeout: 10_000, interval: 20 });
 });
