@@ -1,7 +1,9 @@
 // Test helpers: real sockets on 127.0.0.1, spawned ambit-echo processes.
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { existsSync } from "node:fs";
+import { once } from "node:events";
 import http from "node:http";
+import type http2 from "node:http2";
 import net from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -32,10 +34,28 @@ export interface Answer {
   localPort: number;
 }
 
-/** One HTTP/1.1 request with node's http client. */
-export function get(port: number, path: string, opts: { method?: string; body?: Buffer | string; agent?: http.Agent | false; headers?: Record<string, string> } = {}): Promise<Answer> {
+export interface RequestOptions {
+  method?: string;
+  body?: Buffer | string;
+  agent?: http.Agent | false;
+  headers?: Record<string, string>;
+}
+
+/** A request under way: `handled` resolves once the server's handler has it (see {@link startRequest}). */
+export interface Started {
+  req: http.ClientRequest;
+  handled: Promise<void>;
+  answer: Promise<Answer>;
+}
+
+function request(port: number, path: string, opts: RequestOptions, extraHeaders: Record<string, string> = {}): http.ClientRequest {
+  const headers = { ...opts.headers, ...extraHeaders };
+  return http.request({ host: "127.0.0.1", port, path, method: opts.method ?? "GET", agent: opts.agent ?? false, headers });
+}
+
+/** The answer to req, read to its end. */
+function answerOf(req: http.ClientRequest): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, path, method: opts.method ?? "GET", agent: opts.agent ?? false, headers: opts.headers });
     let localPort = 0;
     req.on("socket", (s) => s.on("connect", () => (localPort = s.localPort ?? 0)));
     req.on("error", reject);
@@ -46,8 +66,42 @@ export function get(port: number, path: string, opts: { method?: string; body?: 
       res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), localPort }));
       res.on("error", reject);
     });
-    req.end(opts.body);
   });
+}
+
+/** One HTTP/1.1 request with node's http client. */
+export function get(port: number, path: string, opts: RequestOptions = {}): Promise<Answer> {
+  const req = request(port, path, opts);
+  const answer = answerOf(req);
+  req.end(opts.body);
+  return answer;
+}
+
+/**
+ * Starts one HTTP/1.1 request with `Expect: 100-continue`: node's server answers "100 Continue" as it hands the
+ * request to its handler, so `handled` tells that the request is in flight at the server, with no guess at time.
+ * With `openBody` the body is left open (the request stays in flight until `req.end()`).
+ */
+export function startRequest(port: number, path: string, opts: RequestOptions & { openBody?: boolean } = {}): Started {
+  const req = request(port, path, opts, { expect: "100-continue" });
+  const handled = new Promise<void>((resolve, reject) => {
+    req.once("continue", resolve);
+    req.once("error", reject);
+  });
+  handled.catch(() => {}); // a test that never awaits it sees the error through `answer`
+  const answer = answerOf(req);
+  if (opts.openBody) req.flushHeaders();
+  else req.end(opts.body);
+  return { req, handled, answer };
+}
+
+/**
+ * Resolves once the server has acknowledged a PING on `session`. It handles frames in order, so by then it has
+ * every stream the session opened before: they are in flight at the server.
+ */
+export async function pingAcked(session: http2.ClientHttp2Session): Promise<void> {
+  if (session.connecting) await once(session, "connect");
+  await new Promise<void>((resolve, reject) => session.ping((err) => (err ? reject(err) : resolve())));
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -2,9 +2,9 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { EchoFetchError, fetchEcho, startEcho, type EchoReply, type EchoServer } from "../src/index.js";
-import { choppingProxy, get, rawExchange } from "./helpers.js";
+import { choppingProxy, get, pingAcked, rawExchange, startRequest } from "./helpers.js";
 
 const identity = { pod: "echo-7d9f-abcde", namespace: "demo", node: "node-2", ip: "10.244.2.7" };
 let server: EchoServer;
@@ -14,6 +14,9 @@ beforeAll(async () => {
   server = await startEcho({ host: "127.0.0.1", identity, tcpPort: null, logRequests: true, log: (e) => logged.push(e) });
 });
 afterAll(() => server.close());
+
+/** Bound of every wait for a condition: generous, for a busy machine. */
+const WAIT = { timeout: 15_000, interval: 20 };
 
 const json = (body: Buffer) => JSON.parse(body.toString("utf8")) as EchoReply;
 
@@ -112,11 +115,21 @@ describe("HTTP/1.1", () => {
     expect((await get(server.httpPort as number, `/bytes/${1024 ** 3 + 1}`)).status).toBe(400);
   });
 
-  it("/delay/<ms> waits before answering", async () => {
-    const started = Date.now();
-    const answer = await get(server.httpPort as number, "/delay/150");
-    expect(answer.status).toBe(200);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(145);
+  it("/delay/<ms> answers once its timer of that many ms has fired, not before", async () => {
+    // The socket is real; the server's timers are fake, stepped across the delay.
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    try {
+      const { handled, answer } = startRequest(server.httpPort as number, "/delay/150");
+      await handled; // the handler has the request: its only timer is the delay
+      expect(vi.getTimerCount()).toBe(1);
+      await vi.advanceTimersByTimeAsync(149);
+      expect(vi.getTimerCount()).toBe(1); // still waiting 1 ms before the end
+      await vi.advanceTimersByTimeAsync(1);
+      expect(vi.getTimerCount()).toBe(0);
+      expect((await answer).status).toBe(200);
+    } finally {
+      vi.useRealTimers();
+    }
     expect((await get(server.httpPort as number, "/delay/soon")).status).toBe(400);
   });
 
@@ -188,24 +201,24 @@ describe("robustness", () => {
   it("survives HTTP/2 clients that go away mid-request, and logs those requests", async () => {
     const session = http2.connect(`http://127.0.0.1:${server.httpPort}`);
     session.on("error", () => {});
-    const stream = session.request({ ":path": "/delay/100?gone=h2" });
+    const stream = session.request({ ":path": "/delay/60000?gone=h2" });
     stream.on("error", () => {});
-    await new Promise((r) => setTimeout(r, 30));
+    await pingAcked(session); // the server has the request
     session.destroy();
-    await new Promise((r) => setTimeout(r, 150));
-    expect(logged.find((e) => e["path"] === "/delay/100?gone=h2")).toMatchObject({ protocol: "HTTP/2" });
+    await vi.waitFor(() => expect(logged.find((e) => e["path"] === "/delay/60000?gone=h2")).toMatchObject({ protocol: "HTTP/2" }), WAIT);
     expect((await fetchEcho(`h2c://127.0.0.1:${server.httpPort}/after-reset`)).path).toBe("/after-reset");
   });
 
-  it("survives HTTP/1 clients that go away mid-request and mid-download", async () => {
-    for (const path of ["/delay/100", "/bytes/50000000"]) {
-      const socket = net.connect({ host: "127.0.0.1", port: server.httpPort as number });
-      socket.on("error", () => {});
-      socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
-      await new Promise((r) => setTimeout(r, 30));
-      socket.destroy();
+  it("survives HTTP/1 clients that go away mid-request and mid-download, and logs those requests", async () => {
+    const midRequest = startRequest(server.httpPort as number, "/delay/60000?gone=h1");
+    await midRequest.handled;
+    midRequest.req.destroy();
+    const midDownload = startRequest(server.httpPort as number, "/bytes/50000000?gone=h1");
+    midDownload.req.on("response", (res) => res.once("data", () => midDownload.req.destroy()));
+    await Promise.all([midRequest.answer, midDownload.answer].map((p) => expect(p).rejects.toThrow()));
+    for (const path of ["/delay/60000?gone=h1", "/bytes/50000000?gone=h1"]) {
+      await vi.waitFor(() => expect(logged.find((e) => e["path"] === path)).toMatchObject({ protocol: "HTTP/1.1" }), WAIT);
     }
-    await new Promise((r) => setTimeout(r, 120));
     expect((await get(server.httpPort as number, "/after-abort")).status).toBe(200);
   });
 
@@ -256,33 +269,63 @@ describe("startEcho and close()", () => {
   });
 
   it("lets in-flight requests finish, closes idle connections, and stops accepting", async () => {
-    const s = await startEcho({ host: "127.0.0.1", tcpPort: null, shutdownGraceMs: 1000 });
+    // A grace period longer than the test: close() must end by itself, not by destroying what is left.
+    const s = await startEcho({ host: "127.0.0.1", tcpPort: null, shutdownGraceMs: 600_000 });
     const port = s.httpPort as number;
     const idleAgent = new http.Agent({ keepAlive: true });
+    const idleClosed = new Promise((resolve) => idleAgent.once("free", (socket: net.Socket) => socket.once("close", resolve)));
     await get(port, "/warm", { agent: idleAgent }); // leaves an idle keep-alive connection
-    const h1InFlight = get(port, "/delay/200");
-    const h2InFlight = h2Request(port, { ":path": "/delay/200" });
-    await new Promise((r) => setTimeout(r, 50));
-    const started = Date.now();
-    await s.close();
-    const took = Date.now() - started;
-    const [h1, h2] = await Promise.all([h1InFlight, h2InFlight]);
-    expect(h1.status).toBe(200);
-    expect(h1.headers["connection"]).toBe("close");
-    expect(h2.status).toBe(200);
-    expect(took).toBeGreaterThanOrEqual(100);
-    expect(took).toBeLessThan(900);
+    // Two requests whose bodies are still open: in flight until the test ends them.
+    const h1 = startRequest(port, "/h1", { method: "POST", openBody: true });
+    await h1.handled;
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    session.on("error", () => {});
+    const h2 = session.request({ ":method": "POST", ":path": "/h2" });
+    const h2Answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      let status = 0;
+      let body = "";
+      h2.on("response", (h) => (status = Number(h[":status"])));
+      h2.on("data", (c: Buffer) => (body += c.toString()));
+      h2.on("end", () => resolve({ status, body }));
+      h2.on("error", reject);
+    });
+    await pingAcked(session);
+
+    let closed = false;
+    const closing = s.close().then(() => (closed = true));
+    await idleClosed; // the idle connection goes at once
     await expect(get(port, "/after")).rejects.toThrow(/ECONNREFUSED/);
+    expect(closed).toBe(false); // waits for the two in flight
+    h1.req.end("a");
+    h2.end("bc");
+    const [a1, a2] = await Promise.all([h1.answer, h2Answer]);
+    expect(a1.status).toBe(200);
+    expect(a1.headers["connection"]).toBe("close");
+    expect(json(a1.body)).toMatchObject({ path: "/h1", bodyBytes: 1 });
+    expect(a2.status).toBe(200);
+    expect(JSON.parse(a2.body)).toMatchObject({ path: "/h2", bodyBytes: 2 });
+    await closing;
+    session.destroy();
     idleAgent.destroy();
   });
 
-  it("destroys what is still running after the grace period", async () => {
+  it("destroys what is still running once the grace period has passed, not before", async () => {
     const s = await startEcho({ host: "127.0.0.1", tcpPort: null, shutdownGraceMs: 200 });
-    const slow = get(s.httpPort as number, "/delay/5000").catch((e: Error) => e);
-    await new Promise((r) => setTimeout(r, 50));
-    const started = Date.now();
-    await s.close();
-    expect(Date.now() - started).toBeLessThan(1000);
-    expect(await slow).toBeInstanceOf(Error);
+    const stuck = startRequest(s.httpPort as number, "/stuck", { method: "POST", openBody: true }); // never ends
+    const cut = stuck.answer.catch((err: unknown) => err);
+    await stuck.handled;
+    // Sockets stay real; the grace timer is fake, stepped across its end.
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    try {
+      const closing = s.close();
+      expect(vi.getTimerCount()).toBe(1);
+      await vi.advanceTimersByTimeAsync(199);
+      expect(vi.getTimerCount()).toBe(1); // nothing destroyed 1 ms before the end
+      await vi.advanceTimersByTimeAsync(1);
+      await closing;
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(await cut).toMatchObject({ code: "ECONNRESET" }); // "socket hang up": no answer, the server cut it
   });
 });
