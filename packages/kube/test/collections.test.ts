@@ -459,10 +459,11 @@ describe("derive", () => {
     const input = new StaticCollection<Item>({ key: byId, synced: false, items: [{ id: "a", v: 1 }] });
     const dep = new StaticCollection<Item>({ key: byId, synced: false });
     const out = derive(input, (i, ctx) => ({ id: i.id, d: ctx.fetch(dep, "x")?.v ?? 0 }));
+    const inputOnly = derive(input, (i) => i); // made after out: it learns of the input's sync after out did
     let synced = false;
     void out.synced.then(() => (synced = true));
     input.markSynced();
-    await new Promise((r) => setTimeout(r, 0));
+    await inputOnly.synced;
     expect(synced).toBe(false);
     dep.markSynced();
     await out.synced;

@@ -1,7 +1,8 @@
 // Informer collections over client-node's ListWatch, against a fake list+watch endpoint (real HTTP, real ListWatch
 // and Watch code; the fake produces expiries, dropped watches and failing lists on demand).
 
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { Watch } from "@kubernetes/client-node";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { z } from "zod";
 import {
   PodSchema,
@@ -42,6 +43,7 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
+  vi.restoreAllMocks();
   await informer?.stop();
   informer = undefined;
   await api.close();
@@ -62,6 +64,9 @@ function start(opts: { labelSelector?: string; fieldSelector?: string; pageSize?
   informer.subscribe((b) => batches.push(b));
   return informer;
 }
+
+/** Resolves after every promise job and nextTick queued so far (and those they queue) has run: no time passes. */
+const drainTicks = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 const summary = () => batches.flat().map((e) => `${e.type}:${e.key}`);
 
@@ -121,9 +126,10 @@ describe("informerCollection", () => {
     await until(() => api.watcherCount === 1);
     api.burst([pod("x"), pod("y"), pod("z")]);
     await until(() => inf.size === 3);
-    await new Promise((r) => setTimeout(r, 10));
-    expect(batches).toHaveLength(1);
-    expect(batches[0]!.map((e) => e.key)).toEqual(["default/x", "default/y", "default/z"]);
+    // A later event on the same stream: once it is in, nothing more of the burst can follow.
+    api.upsert(pod("w"));
+    await until(() => inf.has("default/w"));
+    expect(batches.map((b) => b.map((e) => e.key))).toEqual([["default/x", "default/y", "default/z"], ["default/w"]]);
   });
 
   it("relists after an expired watch (410): one batch with adds, updates and deletes of vanished objects", async () => {
@@ -181,17 +187,23 @@ describe("informerCollection", () => {
     }
   });
 
-  it("stop ends the watch; nothing more is applied", async () => {
+  it("stop ends the watch and restarts nothing; nothing more is applied", async () => {
     api.upsert(pod("a"));
+    const watches = vi.spyOn(Watch.prototype, "watch");
     const inf = start();
     await inf.synced;
     await until(() => api.watcherCount === 1);
+    const requests = api.requests.length;
     await inf.stop();
     await until(() => api.watcherCount === 0, 5000, "watch closed");
-    api.upsert(pod("b"));
-    await new Promise((r) => setTimeout(r, 30));
-    expect(inf.has("default/b")).toBe(false);
+    await drainTicks(); // the aborted watch's end has been handled
+    // A restart goes through a reported failure (then a back-off timer) or a new watch: neither happened.
     expect(errors).toEqual([]);
+    expect(watches).toHaveBeenCalledTimes(1);
+    expect(api.requests).toHaveLength(requests);
+    expect(inf.isRunning).toBe(false);
+    api.upsert(pod("b")); // no watch is open to carry it
+    expect(inf.has("default/b")).toBe(false);
   });
 });
 
@@ -224,19 +236,26 @@ describe("informerCollection stop while listing", () => {
   it("does not open a watch when stopped before the list returned", async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
+    let listed!: () => void;
+    const listReturned = new Promise<void>((r) => (listed = r));
+    const watches = vi.spyOn(Watch.prototype, "watch");
     const kc = api.kubeConfig();
     const inf = informerCollection(kc, {
       path: PATH,
       list: async (sel) => {
         await gate;
-        return listJson(kc, PATH, sel);
+        const list = await listJson(kc, PATH, sel);
+        listed();
+        return list;
       },
       schema: PodSchema,
       onError: (err, info) => errors.push([err, info]),
     });
     await inf.stop();
     release();
-    await new Promise((r) => setTimeout(r, 50));
+    await listReturned;
+    await drainTicks(); // what follows a returned list (applying it, opening the watch) runs in promise jobs
+    expect(watches).not.toHaveBeenCalled();
     expect(api.requests.filter((u) => u.searchParams.get("watch") === "true")).toHaveLength(0);
     expect(inf.isSynced).toBe(false);
     expect(errors).toEqual([]);
