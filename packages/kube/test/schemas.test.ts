@@ -180,9 +180,18 @@ describe("AuthorizationPolicy", () => {
     expect(AuthorizationPolicySchema.parse({ metadata: ap.metadata }).spec).toBeUndefined();
   });
 
-  it("keeps unknown fields in rules so the translator can fail closed on them", () => {
-    const p = AuthorizationPolicySchema.parse({ ...ap, spec: { rules: [{ from: [{ source: { principalz: ["typo"] } }] }] } });
-    expect(p.spec?.rules?.[0]?.from?.[0]?.source).toEqual({ principalz: ["typo"] });
+  it("keeps unknown fields at every level of the spec so the translator can fail closed on them", () => {
+    const spec = {
+      selector: { matchLabels: { app: "db" }, matchExpressions: [] },
+      rules: [{
+        from: [{ source: { principalz: ["typo"] }, sourcez: {} }],
+        to: [{ operation: { ports: ["80"], notPort: ["9090"] }, operationz: {} }],
+        when: [{ key: "source.ip", values: ["10.0.0.1"], notValue: ["10.0.0.2"] }],
+        whenn: [],
+      }],
+      rulez: [],
+    };
+    expect(AuthorizationPolicySchema.parse({ ...ap, spec }).spec).toEqual(spec);
   });
 
   it("is structural only: any string is a principal here", () => {
