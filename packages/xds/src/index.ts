@@ -6,3 +6,4 @@ export * from "./log.js";
 export * from "./log-limit.js";
 export * from "./server.js";
 export * from "./client.js";
+export * from "./probe.js";

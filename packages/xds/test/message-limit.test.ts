@@ -3,8 +3,8 @@
 import * as grpc from "@grpc/grpc-js";
 import { DeltaDiscoveryRequest } from "@ambit/protocol";
 import { afterEach, describe, expect, it } from "vitest";
-import { DELTA_ADS_PATH, MAX_REQUEST_BYTES, type DeltaXdsServer } from "../src/index.js";
-import { ADDRESS, RawClient, bytes, grpcStatusOf, startServer, streamOversized } from "./helpers.js";
+import { DELTA_ADS_PATH, MAX_REQUEST_BYTES, grpcStatusOf, sendOversizedRequest, type DeltaXdsServer } from "../src/index.js";
+import { ADDRESS, RawClient, bytes, startServer } from "./helpers.js";
 
 let server: DeltaXdsServer | undefined;
 afterEach(async () => {
@@ -41,7 +41,7 @@ describe("request size limit", () => {
   it("stops a client that claims 150 MiB after its length prefix: RESOURCE_EXHAUSTED, the stream reset, the rest never sent", async () => {
     const s = await startServer();
     server = s.server;
-    const r = await streamOversized(`http://127.0.0.1:${s.port}`, DELTA_ADS_PATH, 150 * 1024 * 1024);
+    const r = await sendOversizedRequest(`http://127.0.0.1:${s.port}`, DELTA_ADS_PATH, 150 * 1024 * 1024);
     expect(grpcStatusOf(r)).toBe(grpc.status.RESOURCE_EXHAUSTED);
     // The server read the prefix and at most a flow-control window of the rest; the client could not send more
     // than what sat in the socket buffers when the reset came.
@@ -51,7 +51,7 @@ describe("request size limit", () => {
   it("does not read an unauthenticated stream: UNAUTHENTICATED, and the claimed 150 MiB are never sent", async () => {
     const s = await startServer({ authenticate: () => { throw new Error("no token"); } });
     server = s.server;
-    const r = await streamOversized(`http://127.0.0.1:${s.port}`, DELTA_ADS_PATH, 150 * 1024 * 1024);
+    const r = await sendOversizedRequest(`http://127.0.0.1:${s.port}`, DELTA_ADS_PATH, 150 * 1024 * 1024);
     expect(grpcStatusOf(r)).toBe(grpc.status.UNAUTHENTICATED);
     expect(r.bytesOnWire).toBeLessThan(16 * 1024 * 1024);
   });
