@@ -1,7 +1,7 @@
 // The controller (istiod's role): informers → ambient index → delta xDS on 15010/15012, admin on 15014,
 // status and events written by the leader only.
 import type { Server as HttpServer } from "node:http";
-import { AuthenticationV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import { AuthenticationV1Api, AuthorizationV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import {
   ApiError as KubeApiError, StaticCollection, getJson, informerCollection, join, kubeKey, resourceTypes, source, type Collection, type NamedObject, type ResourceType,
 } from "@ambit/kube";
@@ -14,9 +14,9 @@ import { NodeAuthorizer } from "./ca/node-authorizer.js";
 import { RootCertPublisher } from "./ca/publisher.js";
 import { RootOfTrust } from "./ca/roots.js";
 import { ServingIdentity, istiodDnsNames } from "./ca/serving.js";
-import { registerCertificateService } from "./ca/service.js";
+import { certificateAuthInterceptor, registerCertificateService, type CaServiceOptions } from "./ca/service.js";
 import { startAdmin } from "./admin.js";
-import { authenticate, type TokenReviewStatus } from "./auth.js";
+import { DebugAccess, authenticate, type TokenReviewStatus } from "./auth.js";
 import type { Config } from "./config.js";
 import { LeaderElection } from "./leader.js";
 import { failClosedStandIn, type AuthorizationPolicy } from "./model/authorization.js";
@@ -25,6 +25,20 @@ import type { MeshSettings } from "./model/types.js";
 import { StatusWriter } from "./status.js";
 import { feedXds, nodeMatchesIdentity } from "./xds.js";
 import { TypeUrl } from "@ambit/protocol";
+
+/**
+ * The gRPC server of 15010/15012: delta xDS and the CA. Requests over `maxRequestBytes` are refused from their
+ * length prefix and the client stopped; xDS streams and CA calls are authenticated before their messages are read.
+ */
+export function controllerGrpcServer(xds: DeltaXdsServer, ca: CaServiceOptions, maxRequestBytes: number): grpc.Server {
+  const server = new grpc.Server(grpcServerOptions({
+    "grpc.max_receive_message_length": maxRequestBytes,
+    interceptors: [certificateAuthInterceptor(ca)],
+  }));
+  xds.register(server);
+  registerCertificateService(server, ca);
+  return server;
+}
 
 export interface ControllerOptions {
   config: Config;
@@ -46,6 +60,7 @@ export class Controller {
   private stopFeed: (() => void) | undefined;
   private reaper: NodeJS.Timeout | undefined;
   private readonly review: (token: string, audiences: string[]) => Promise<TokenReviewStatus>;
+  private readonly debugAccess: DebugAccess;
   readonly roots: RootOfTrust;
   private publisher: RootCertPublisher | undefined;
   private readonly grpcServers: grpc.Server[] = [];
@@ -64,6 +79,14 @@ export class Controller {
     const review = async (token: string, audiences: string[]): Promise<TokenReviewStatus> =>
       (await tokenApi.createTokenReview({ body: { spec: { token, audiences } } })).status ?? {};
     this.review = review;
+    const accessApi = o.kc.makeApiClient(AuthorizationV1Api);
+    this.debugAccess = new DebugAccess({
+      review,
+      accessReview: async (user, path) =>
+        (await accessApi.createSubjectAccessReview({
+          body: { spec: { user: user.username, uid: user.uid, groups: user.groups, extra: user.extra, nonResourceAttributes: { path, verb: "get" } } },
+        })).status ?? {},
+    });
     this.roots = new RootOfTrust(o.kc, c.POD_NAMESPACE, c.TRUST_DOMAIN, this.log.child({ scope: "ca" }));
     this.certs = new Counter({ name: "citadel_server_csr_count", help: "The number of certificate signing requests, by result.", labelNames: ["result"], registers: [this.registry] });
     this.xds = new DeltaXdsServer({
@@ -180,9 +203,7 @@ export class Controller {
       onIssued: (_identity: string, ok: boolean) => this.certs.inc({ result: ok ? "ok" : "error" }),
     };
     const serve = async (port: number, creds: grpc.ServerCredentials) => {
-      const server = new grpc.Server(grpcServerOptions());
-      this.xds.register(server);
-      registerCertificateService(server, caOptions);
+      const server = controllerGrpcServer(this.xds, caOptions, c.ISTIO_GPRC_MAXRECVMSGSIZE);
       const bound = await new Promise<number>((res, rej) => server.bindAsync(`${host}:${port}`, creds, (err, p) => (err ? rej(err) : res(p))));
       this.grpcServers.push(server);
       return bound;
@@ -201,6 +222,7 @@ export class Controller {
         xds: { [TypeUrl.address]: this.xds.store.size(TypeUrl.address), [TypeUrl.authorization]: this.xds.store.size(TypeUrl.authorization) },
       }),
       connections: () => this.xds.debugConnections(),
+      debugAccess: (authorization, path) => this.debugAccess.check(authorization, path),
     });
     this.ports.monitoring = (this.admin.address() as { port: number }).port;
     this.leader.start();

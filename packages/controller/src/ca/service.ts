@@ -1,6 +1,8 @@
 // istio.v1.auth.IstioCertificateService/CreateCertificate, on the controller's TLS gRPC port (15012) beside xDS.
 // The certificate's identity comes from the authenticated caller (TokenReview), or from the request metadata
 // "ImpersonatedIdentity" when the node authorizer allows it — never from the CSR, whose public key alone is used.
+// The caller is authenticated from the request's metadata before its message is read (certificateAuthInterceptor):
+// an unauthenticated client cannot make the server buffer anything.
 import * as grpc from "@grpc/grpc-js";
 import { CREATE_CERTIFICATE_PATH, IMPERSONATED_IDENTITY_KEY, istio } from "@ambit/protocol";
 import { CsrError, parseCsr, type CertificateAuthority } from "@ambit/pki";
@@ -38,13 +40,48 @@ class CaFailure extends Error {
   }
 }
 
-export async function createCertificate(o: CaServiceOptions, req: istio.v1.auth.IstioCertificateRequest, md: grpc.Metadata): Promise<string[]> {
-  let caller: Caller;
+/** Callers authenticated by the interceptor, by the call's metadata object (which the handler receives). */
+const authenticated = new WeakMap<grpc.Metadata, Caller>();
+
+async function authenticateCaller(o: CaServiceOptions, md: grpc.Metadata): Promise<Caller> {
+  const known = authenticated.get(md);
+  if (known) return known;
   try {
-    caller = await o.authenticate(md.get("authorization")[0]?.toString());
+    return await o.authenticate(md.get("authorization")[0]?.toString());
   } catch (err) {
     throw new CaFailure(grpc.status.UNAUTHENTICATED, `request authenticate failure: ${(err as Error).message}`);
   }
+}
+
+/**
+ * A grpc-js server interceptor (after `endRequestWithResponse`, see @ambit/xds `grpcServerOptions`) that
+ * authenticates CreateCertificate calls from their metadata, before grpc-js reads the request message: a caller
+ * without a valid token gets UNAUTHENTICATED and its message is never read.
+ */
+export function certificateAuthInterceptor(o: CaServiceOptions): grpc.ServerInterceptor {
+  return (method, call) => {
+    if (method.path !== CREATE_CERTIFICATE_PATH) return new grpc.ServerInterceptingCall(call);
+    return new grpc.ServerInterceptingCall(call, {
+      start: (next) => next({
+        onReceiveMetadata: (metadata, proceed) => {
+          authenticateCaller(o, metadata).then(
+            (caller) => {
+              authenticated.set(metadata, caller);
+              proceed(metadata);
+            },
+            (err: Error) => {
+              o.onIssued?.("", false, err.message);
+              call.sendStatus({ code: err instanceof CaFailure ? err.code : grpc.status.INTERNAL, details: err.message, metadata: new grpc.Metadata() });
+            },
+          );
+        },
+      }),
+    });
+  };
+}
+
+export async function createCertificate(o: CaServiceOptions, req: istio.v1.auth.IstioCertificateRequest, md: grpc.Metadata): Promise<string[]> {
+  const caller = await authenticateCaller(o, md);
   let csr;
   try {
     csr = await parseCsr(req.csr ?? "");
