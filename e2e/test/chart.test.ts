@@ -145,6 +145,10 @@ describe("the chart renders the mesh", () => {
     // One replica: a PodDisruptionBudget that never blocks a drain; none when turned off.
     expect(find(objs, "PodDisruptionBudget", "istiod").spec).toEqual({ maxUnavailable: 1, selector: { matchLabels: { app: "istiod" } } });
     expect(render(["--set", "controller.pdb.enabled=false"]).some((o) => o.kind === "PodDisruptionBudget")).toBe(false);
+    // Tokens are reviewed (CA, xDS, /debug) and access to /debug/* is asked of the API server (SubjectAccessReview).
+    const rules = find(objs, "ClusterRole", "ambit-controller").rules!;
+    expect(rules).toContainEqual({ apiGroups: ["authentication.k8s.io"], resources: ["tokenreviews"], verbs: ["create"] });
+    expect(rules).toContainEqual({ apiGroups: ["authorization.k8s.io"], resources: ["subjectaccessreviews"], verbs: ["create"] });
   });
 
   it("gives ztunnel its capabilities, token, root certificate, socket dir, downward-API env and addresses", () => {
