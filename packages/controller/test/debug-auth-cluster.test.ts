@@ -79,7 +79,9 @@ describe("the debug endpoints on the monitoring port", () => {
     const t = await token("ops", "debugger");
     const dump = await get("/debug/config_dump", t);
     expect(dump.status).toBe(200);
-    expect(Object.keys(JSON.parse(dump.text))).toEqual(expect.arrayContaining(["workloads", "services", "authorizations"]));
+    const body = JSON.parse(dump.text) as { workloads: unknown[]; services: { hostname: string }[]; authorizations: unknown[] };
+    expect(Object.keys(body)).toEqual(expect.arrayContaining(["workloads", "services", "authorizations"]));
+    expect(body.services.map((s) => s.hostname)).toContain("kubernetes.default.svc.cluster.local");
     const conns = await get("/debug/connections", t);
     expect(conns.status).toBe(200);
     expect(Array.isArray(JSON.parse(conns.text))).toBe(true);
