@@ -3,7 +3,7 @@
 // name same-node and cross-node, only TLS on the wire, L4 authorization, STRICT/PERMISSIVE, mesh ↔ non-mesh, metrics that match the
 // traffic, and a data plane that keeps working while the controller is down.
 import { randomBytes } from "node:crypto";
-import { adminApi, captureNodeLink, down, installMesh, kubectl, up, waitFor, waitMeshReady, type Api } from "@ambit/localcluster";
+import { adminApi, captureNodeLink, down, installMesh, kubectl, up, waitFor, waitMeshReady, ztunnelGet, type Api } from "@ambit/localcluster";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { accessLog, echo, execInPod, metricSum, metricsText, readyPods, spawnInPod, tcpEcho, waitEnrolled, ztunnelOn } from "../src/mesh.js";
 
@@ -148,6 +148,34 @@ describe("L4 mesh on the local cluster", () => {
     } finally {
       open.stop();
       await remove("authorizationpolicy", "shop", "deny-client");
+    }
+    await eventually("shop/client", "web-2", 9000, true);
+  });
+
+  it("enforces a DENY rule without its HTTP attributes when an L4 part remains, and not at all when none does", async () => {
+    const policy = (rule: object) => ({ apiVersion: "security.istio.io/v1", kind: "AuthorizationPolicy", metadata: { name: "deny-http", namespace: "shop" },
+      spec: { selector: { matchLabels: { app: "web-2" } }, action: "DENY", rules: [rule] } });
+    const status = async (pattern: RegExp) => waitFor(`the ZtunnelAccepted condition ${pattern}`, async () => {
+      const p = await api.get<{ status?: { conditions?: { type: string; message: string }[] } }>("/apis/security.istio.io/v1/namespaces/shop/authorizationpolicies/deny-http");
+      return p.status?.conditions?.some((c) => c.type === "ZtunnelAccepted" && pattern.test(c.message));
+    }, 20_000, 300);
+    try {
+      // Only HTTP attributes: nothing for ztunnel to check, so nothing is denied (not everything).
+      await apply(policy({ to: [{ operation: { methods: ["GET"] } }] }));
+      await status(/has no effect there; deploy a waypoint/);
+      const z2 = await ztunnelOn("node-2");
+      await waitFor("web-2's ztunnel holds the rule-less DENY policy", async () => {
+        const dump = JSON.parse(await ztunnelGet(z2, 15000, "/config_dump")) as { policies?: { name?: string; namespace?: string; rules?: unknown[] }[] };
+        const p = dump.policies?.find((x) => x.namespace === "shop" && x.name === "deny-http");
+        return p !== undefined && !p.rules?.length;
+      }, 20_000, 300);
+      await exchange("shop/client", "web-2", 9000);
+      // With a port, the rule denies every connection to that port, whatever the request.
+      await apply(policy({ to: [{ operation: { methods: ["GET"], ports: ["9000"] } }] }));
+      await status(/enforced without its HTTP attributes \(to\.operation\.methods\)/);
+      await eventually("shop/client", "web-2", 9000, false);
+    } finally {
+      await remove("authorizationpolicy", "shop", "deny-http");
     }
     await eventually("shop/client", "web-2", 9000, true);
   });
