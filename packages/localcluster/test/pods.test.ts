@@ -1,5 +1,5 @@
 // Pods on the local cluster, run by the node agents as real processes in their own network namespaces.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Api, targetFromKubeconfig, waitFor } from "../src/api.js";
@@ -259,19 +259,30 @@ spec:
   });
 
   it("kills a container that ignores SIGTERM once the grace period is over", async () => {
+    // The container notes the SIGTERM and every loop it lives through after it; only SIGKILL can end it.
+    const log = join(paths.nodeRoot("node-2"), "var/run/ambit-stubborn/log");
+    rmSync(log, { force: true });
     await apply(`
 apiVersion: v1
 kind: Pod
 metadata: {name: stubborn}
 spec:
-  terminationGracePeriodSeconds: 1
-  containers: [{name: main, image: ambit/host, command: [sh, -c, "trap '' TERM; while true; do sleep 0.1; done"]}]
+  nodeName: node-2
+  terminationGracePeriodSeconds: 2
+  volumes: [{name: out, hostPath: {path: /var/run/ambit-stubborn}}]
+  containers:
+  - name: main
+    image: ambit/host
+    command: [sh, -c, "termed=0; trap 'termed=1; echo TERM >> /out/log' TERM; while true; do [ $termed = 1 ] && echo alive >> /out/log; sleep 0.1; done"]
+    volumeMounts: [{name: out, mountPath: /out}]
 `);
     await waitFor("stubborn Ready", async () => ready(await pod("stubborn")), 60_000, 250);
-    const t0 = Date.now();
     await kubectl(["delete", "-n", NS, "pod/stubborn", "--wait=true"]);
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
-    expect(Date.now() - t0).toBeLessThan(15_000);
+    const lines = readFileSync(log, "utf8").trim().split("\n");
+    expect(lines[0]).toBe("TERM"); // SIGTERM came first, and was ignored:
+    expect(lines.length).toBeGreaterThan(1); // the container went on running after it,
+    expect(new Set(lines.slice(1))).toEqual(new Set(["alive"])); // and only SIGKILL ended it (the pod is gone)
+    await expect(pod("stubborn")).rejects.toMatchObject({ status: 404 });
   });
 
   it("runs init containers in order before the containers, and gates readiness on an exec probe", async () => {
@@ -289,11 +300,13 @@ spec:
     image: ambit/host
     command: [sh, -c, "cat /work/order; sleep infinity"]
     volumeMounts: [{name: work, mountPath: /work}]
-    readinessProbe: {exec: {command: [test, -f, /work/ready]}, periodSeconds: 1}
+    readinessProbe: {exec: {command: [sh, -c, "echo probed >> /work/probes; test -f /work/ready"]}, periodSeconds: 1, timeoutSeconds: 10}
 `);
     await waitFor("main running", async () => (await pod("staged")).status.containerStatuses?.[0]?.state["running"] !== undefined, 60_000, 250);
     expect((await cli("logs", `${NS}/staged`, "-c", "main")).stdout).toBe("first\nsecond\n");
-    await new Promise((r) => setTimeout(r, 1500));
+    // The probe notes each run: after two failed ones the pod is still not Ready.
+    const probes = async () => (await podExec(`${NS}/staged`, "-c", "main", "cat", "/work/probes").catch(() => "")).split("\n").filter(Boolean).length;
+    await waitFor("two readiness probes", async () => (await probes()) >= 2, 60_000, 250);
     expect(ready(await pod("staged"))).toBe(false);
     await podExec(`${NS}/staged`, "-c", "main", "touch", "/work/ready");
     await waitFor("staged Ready", async () => ready(await pod("staged")), 30_000, 250);
