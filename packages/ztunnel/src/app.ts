@@ -116,7 +116,7 @@ export class Ztunnel {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.log.info({ deadlineMs: this.config.drainDeadlineMs }, "draining");
-      this.zds.stop();
+      await this.zds.stop();
       await this.manager.stop();
       await this.xds.close();
       this.certs.stop();

@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
 import pino from "pino";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { CertificateAuthority } from "@ambit/pki";
 import { decodeAck, decodeHello, encodeRequest, type ZdsRequest } from "@ambit/protocol";
 import { SeqpacketServer, closeFd, connectTcp, listenInNetns, openNetns, type SeqpacketMessage, type SeqpacketSocket } from "@ambit/sys";
@@ -66,7 +66,9 @@ class Agent {
 
 let ca: CertificateAuthority;
 let dir: string;
+/** This test's ZDS server: a new socket per test, so a connection from an earlier test's client never reaches it. */
 let zdsServer: SeqpacketServer;
+let zdsServers = 0;
 const agents: Agent[] = [];
 let taken = 0;
 let client: ZdsClient | undefined;
@@ -125,12 +127,16 @@ beforeAll(async () => {
   nsB = createNetns();
   nsC = createNetns();
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "ambit-ztunnel-zds-"));
+});
+
+beforeEach(() => {
   zdsServer = new SeqpacketServer((s) => agents.push(new Agent(s)), { maxMessageSize: 1024 });
-  zdsServer.listen(path.join(dir, "ztunnel.sock"));
+  zdsServer.listen(path.join(dir, `ztunnel-${++zdsServers}.sock`));
 });
 
 afterEach(async () => {
-  client?.stop();
+  await client?.stop();
+  zdsServer.close();
   await manager?.stop();
   ctx?.certs.stop();
   client = undefined;
@@ -141,7 +147,6 @@ afterEach(async () => {
 });
 
 afterAll(() => {
-  zdsServer.close();
   removeAllNetns();
   fs.rmSync(dir, { recursive: true, force: true });
 });
@@ -177,7 +182,7 @@ describe("ZDS and the workload manager", () => {
     // Deleting an unknown pod is fine.
     expect(await agent.send({ kind: "del", uid: "uid-zzz" })).toBe("");
 
-    client!.stop();
+    await client!.stop();
     await agent.waitClosed();
     // The pod's netns fd was released.
     await waitFor(() => netnsFds() === before, "the netns fds to be released");
@@ -231,7 +236,7 @@ describe("ZDS and the workload manager", () => {
     expect(manager.proxies.size).toBe(0);
     const again = await nextAgent();
     expect(await again.send({ kind: "snapshot_sent" })).toBe("");
-    client!.stop();
+    await client!.stop();
     await again.waitClosed();
     await waitFor(() => fdsAtStart() <= before, "the received fds to be closed");
   });

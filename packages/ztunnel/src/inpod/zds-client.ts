@@ -16,6 +16,8 @@ export class ZdsClient {
   private backoff = INITIAL_BACKOFF_MS;
   private stopped = false;
   private chain: Promise<void> = Promise.resolve();
+  /** The connection attempt in progress, if any (stop() waits for it). */
+  private attempt?: Promise<void>;
   /** Connected and greeted. */
   connected = false;
 
@@ -26,20 +28,31 @@ export class ZdsClient {
   ) {}
 
   start(): void {
-    void this.connect();
+    this.connect();
   }
 
-  stop(): void {
+  /**
+   * Stops for good: no new connection, the current one is closed. Resolves once a connection attempt that was in
+   * flight has ended too (it is closed without saying hello), so nothing reaches the agent after that.
+   */
+  async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
     this.socket?.destroy();
+    await this.attempt;
   }
 
-  private async connect(): Promise<void> {
+  private connect(): void {
     if (this.stopped) return;
+    const attempt = this.attempt = this.open().finally(() => { if (this.attempt === attempt) this.attempt = undefined; });
+  }
+
+  private async open(): Promise<void> {
     let socket: SeqpacketSocket | undefined;
     try {
       socket = await SeqpacketSocket.connect(this.path, { maxMessageSize: ZDS_MAX_MESSAGE });
+      // Stopped while connecting: close without a hello, so the agent never takes this for a live ztunnel.
+      if (this.stopped) { socket.destroy(); return; }
       await socket.send(encodeHello());
     } catch (err) {
       socket?.destroy(); // connected, but the hello failed: do not leak the fd
@@ -70,7 +83,7 @@ export class ZdsClient {
   private retry(reason: string): void {
     if (this.stopped) return;
     this.log.warn({ retryInMs: this.backoff }, `ZDS: ${reason}`);
-    this.timer = setTimeout(() => void this.connect(), this.backoff);
+    this.timer = setTimeout(() => this.connect(), this.backoff);
     this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
   }
 
