@@ -6,7 +6,10 @@ const WDS = TypeUrl.address;
 const WORKLOAD = "type.googleapis.com/istio.workload.Workload";
 const WADS = TypeUrl.authorization;
 
-/** istiod's `type` label value for a type URL ("wds", "wads"; other types keep the URL). */
+/**
+ * istiod's `type` label value for a type URL ("wds", "wads"). Any other type URL is the client's own text, so it is
+ * "other": a client naming new type URLs must not create new metric series.
+ */
 export function metricType(typeUrl: string): string {
   switch (typeUrl) {
     case WDS:
@@ -15,7 +18,7 @@ export function metricType(typeUrl: string): string {
     case WADS:
       return "wads";
     default:
-      return typeUrl;
+      return "other";
   }
 }
 

@@ -82,6 +82,8 @@ export interface DeltaXdsServerOptions {
 export const MAX_NODE_ID_CHARS = 1024;
 /** Longest client-supplied name (type URL, nonce) put in a log line or a status. */
 const MAX_NAME_CHARS = 256;
+/** Resource types one stream may watch (a client needs two or three; each watch keeps state on the server). */
+export const MAX_WATCHES_PER_STREAM = 16;
 
 export interface ListenOptions {
   port: number;
@@ -634,6 +636,9 @@ export class DeltaXdsServer {
     }
     const w = conn.watches.get(typeUrl);
     if (!w) {
+      if (conn.watches.size >= MAX_WATCHES_PER_STREAM) {
+        return this.endStream(conn, grpc.status.RESOURCE_EXHAUSTED, `more than ${MAX_WATCHES_PER_STREAM} resource types on one stream (the last was "${truncate(typeUrl, MAX_NAME_CHARS)}")`);
+      }
       const created = this.newWatch(typeUrl, req);
       created.baseSeq = this.seq;
       conn.watches.set(typeUrl, created);
