@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { packAddress, packAuthorization, unpackAddress, unpackAuthorization } from "@ambit/protocol";
 import { DeltaXdsClient, DeltaXdsServer, type DeltaXdsClientOptions, type DisconnectEvent, type HandlerResult, type ReceivedResource } from "../src/index.js";
-import { ADDRESS, AUTHZ, NODE_ID, sleep, startServer, until } from "./helpers.js";
+import { ADDRESS, AUTHZ, NODE_ID, startServer, until } from "./helpers.js";
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -99,12 +99,18 @@ describe("DeltaXdsClient", () => {
     expect(w.lastNack!.message).toMatch(/^c1\/\/Pod\/ns\/bad: malformed type\.googleapis\.com\/istio\.workload\.Address: /);
     expect(await registry.metrics()).toMatch(/pilot_total_xds_rejects\{type="wds"\} 1/);
 
-    // Not re-sent until it changes; then it is, and this time ACKed.
-    await sleep(150);
-    expect(state.batches.filter((b) => b.typeUrl === ADDRESS)).toHaveLength(1);
+    // Not re-sent until it changes: the server holds nothing for the client (with its debounce pushed out)...
+    server.flush();
+    expect(server.debugConnections()[0]!.watches.find((x) => x.typeUrl === ADDRESS)).toMatchObject({ responses: 1, pendingNames: 0, awaitingAck: false });
+    // ...and once it changes it is sent, and this time ACKed: as the next response of the type (pushes arrive in
+    // order, so a re-send would have come first).
     server.update(ADDRESS, [workload("bad")].map((x) => ({ ...x, name: "c1//Pod/ns/bad" })));
-    await until(() => state.addresses.has("c1//Pod/ns/bad"), 3000, "fixed resource");
+    await until(() => state.addresses.has("c1//Pod/ns/bad"), undefined, "fixed resource");
     expect(client.versions(ADDRESS).has("c1//Pod/ns/bad")).toBe(true);
+    expect(state.batches.filter((b) => b.typeUrl === ADDRESS)).toEqual([
+      { typeUrl: ADDRESS, added: ["c1//Pod/ns/bad", "c1//Pod/ns/good"], removed: [] },
+      { typeUrl: ADDRESS, added: ["c1//Pod/ns/bad"], removed: [] },
+    ]);
   });
 
   it("reconnects with doubling back-off after a server restart and resumes with its versions", async () => {
@@ -126,7 +132,8 @@ describe("DeltaXdsClient", () => {
     const firstBatches = state.batches.length;
 
     await first.server.close(50);
-    await sleep(400); // several failed attempts while nothing listens
+    // Several failed attempts while nothing listens (the first "disconnected" is the closed stream).
+    await until(() => disconnects.length >= 4, undefined, "failed attempts");
 
     const second = new DeltaXdsServer({
       ready: true,
@@ -208,9 +215,12 @@ describe("DeltaXdsClient", () => {
     // Follows the subscribed resource only.
     server.update(ADDRESS, [{ ...workload("a", "10.0.0.5"), resource: packAddress({ workload: { uid: "c1//Pod/ns/a", name: "a2", namespace: "ns" } }) }]);
     server.update(ADDRESS, [{ ...workload("b", "10.0.0.6"), resource: packAddress({ workload: { uid: "c1//Pod/ns/b", name: "b2", namespace: "ns" } }) }]);
-    await until(() => state.addresses.get("c1//Pod/ns/a")?.includes("a2"), 3000, "update of a");
-    await sleep(100);
+    await until(() => state.addresses.get("c1//Pod/ns/a")?.includes("a2"), undefined, "update of a");
+    // Both changes were in the same debounce, so b would have come with a: the push carried a alone.
+    expect(state.batches.filter((b) => b.typeUrl === ADDRESS).at(-1)).toEqual({ typeUrl: ADDRESS, added: ["c1//Pod/ns/a"], removed: [] });
     expect(state.addresses.has("c1//Pod/ns/b")).toBe(false);
+    server.flush();
+    expect(server.debugConnections()[0]!.watches.find((w) => w.typeUrl === ADDRESS)!.pendingNames).toBe(0);
   });
 
   it("close() ends the stream and stops reconnecting", async () => {
@@ -218,12 +228,19 @@ describe("DeltaXdsClient", () => {
     cleanups.push(() => server.close(100));
     const state = new State();
     const client = makeClient(port, state).start();
+    const reconnects: DisconnectEvent[] = [];
+    client.on("disconnected", (e: DisconnectEvent) => reconnects.push(e)); // emitted for every reconnect scheduled
     await client.ready();
     expect(server.connectionCount).toBe(1);
     await client.close();
-    await until(() => server.connectionCount === 0, 2000, "server sees the disconnect");
-    await sleep(100);
-    expect(server.connectionCount).toBe(0);
+    await until(() => server.connectionCount === 0, undefined, "server sees the disconnect");
+    // Every reconnect is announced by "disconnected" when the client handles the end of its stream, which for its
+    // own cancelled stream comes before the server sees the disconnect; another client's whole sync is a further
+    // barrier, after which only that client is connected.
+    const other = makeClient(port, new State()).start();
+    await other.ready();
+    await until(() => server.connectionCount === 1, undefined, "the other client alone");
+    expect(reconnects).toEqual([]);
     await expect(client.subscribe(ADDRESS, ["x"])).rejects.toThrow(/closed/);
   });
 

@@ -20,8 +20,8 @@ export async function startServer(options: DeltaXdsServerOptions = {}): Promise<
   return { server, port, registry };
 }
 
-/** Polls until `check` returns a truthy value. */
-export async function until<T>(check: () => T | undefined | null | false, timeoutMs = 5000, what = "condition"): Promise<T> {
+/** Polls until `check` returns a truthy value (the bound is generous: it only ends a test that is failing anyway). */
+export async function until<T>(check: () => T | undefined | null | false, timeoutMs = 20_000, what = "condition"): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = check();
@@ -30,6 +30,8 @@ export async function until<T>(check: () => T | undefined | null | false, timeou
     await sleep(5);
   }
 }
+
+let markers = 0;
 
 /** A bare client: the test sends requests itself and reads responses one by one. */
 export class RawClient {
@@ -77,7 +79,7 @@ export class RawClient {
     this.send({ type_url: r.type_url, response_nonce: r.nonce, ...(errorMessage ? { error_detail: { message: errorMessage } } : {}) });
   }
 
-  async next(timeoutMs = 3000): Promise<Response> {
+  async next(timeoutMs = 20_000): Promise<Response> {
     await until(() => this.responses.length > this.readIndex || this.status, timeoutMs, "a response");
     const r = this.responses[this.readIndex];
     if (!r) throw new Error(`stream ended: ${this.status?.code} ${this.status?.details}`);
@@ -86,17 +88,27 @@ export class RawClient {
   }
 
   /** Next response, ACKed. */
-  async nextAcked(timeoutMs = 3000): Promise<Response> {
+  async nextAcked(timeoutMs = 20_000): Promise<Response> {
     const r = await this.next(timeoutMs);
     this.ack(r);
     return r;
   }
 
-  /** Asserts that nothing arrives for `ms`. */
-  async none(ms: number): Promise<void> {
-    const before = this.responses.length;
-    await sleep(ms);
-    if (this.responses.length !== before) throw new Error(`unexpected response: ${JSON.stringify(summary(this.responses[before]!))}`);
+  /**
+   * Asserts that no response of `typeUrl` is due, without waiting for time: it pushes what the server's debounce
+   * holds (`flush()`), then subscribes to a name that does not exist. The server answers that with its removal,
+   * after everything this client sent before; a response that was due comes before that answer or in it, so the
+   * answer must be the removal alone. The marker is unsubscribed again (which is not answered).
+   */
+  async nothingDue(server: DeltaXdsServer, typeUrl = ADDRESS): Promise<void> {
+    server.flush();
+    const marker = `~nothing-due-${++markers}`;
+    this.send({ type_url: typeUrl, resource_names_subscribe: [marker] });
+    const r = await this.nextAcked();
+    if (r.type_url !== typeUrl || r.resources.length !== 0 || removed(r).join() !== marker) {
+      throw new Error(`unexpected response: ${JSON.stringify(summary(r))}`);
+    }
+    this.send({ type_url: typeUrl, resource_names_unsubscribe: [marker] });
   }
 
   close(): void {

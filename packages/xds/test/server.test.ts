@@ -1,6 +1,6 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import type { DeltaXdsServer } from "../src/index.js";
-import { ADDRESS, AUTHZ, RawClient, bytes, names, removed, sleep, startServer, summary, until } from "./helpers.js";
+import { ADDRESS, AUTHZ, RawClient, type Response, bytes, names, removed, startServer, summary, until } from "./helpers.js";
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -57,7 +57,7 @@ describe("wildcard", () => {
     server.set(ADDRESS, "d", bytes("d"));
     const r = await c.nextAcked();
     expect(summary(r)).toEqual({ type: ADDRESS, names: ["a", "d"], removed: ["b"] });
-    await c.none(150);
+    await c.nothingDue(server);
   });
 
   it("an unchanged set does not push", async () => {
@@ -68,7 +68,7 @@ describe("wildcard", () => {
     await c.nextAcked();
     expect(server.set(ADDRESS, "a", bytes("a"))).toBe(false);
     expect(server.update(ADDRESS, [{ name: "a", resource: bytes("a") }])).toEqual([]);
-    await c.none(200);
+    await c.nothingDue(server);
   });
 
   it("types are independent: a change of one type pushes only that type", async () => {
@@ -81,45 +81,73 @@ describe("wildcard", () => {
     server.set(AUTHZ, "ns/policy", bytes("p"));
     const r = await c.nextAcked();
     expect(summary(r)).toEqual({ type: AUTHZ, names: ["ns/policy"], removed: [] });
-    await c.none(100);
+    await c.nothingDue(server, ADDRESS);
+    await c.nothingDue(server, AUTHZ);
   });
 });
 
 describe("debounce", () => {
-  it("merges a burst into one push", async () => {
+  // The debounce runs on plain timers: the churn below advances a fake clock, synchronously, so what the server
+  // does at each moment of that clock is observed without waiting for time. (Nothing in the fake-clock part
+  // yields to the event loop; the client's sockets and gRPC's own timers run on the real one.)
+  const fakeClock = (): void => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+  };
+  /** Responses the server has written on the (only) connection so far. */
+  const responses = (server: DeltaXdsServer): number => server.debugConnections()[0]!.watches[0]!.responses;
+  /** Waits until the server has processed the ACK of `r` (a push of the type is due only then). */
+  const ackSeen = (server: DeltaXdsServer, r: Response): Promise<unknown> =>
+    until(() => server.debugConnections()[0]?.watches[0]?.lastAckNonce === r.nonce, undefined, "the ACK at the server");
+
+  it("merges a burst into one push, sent when the quiet time after the last change has passed", async () => {
     const { server, client } = await setup({ debounceMs: 100 });
     const c = client();
     c.open(ADDRESS);
-    await c.nextAcked();
-    for (let i = 0; i < 20; i++) {
-      server.set(ADDRESS, `n${i}`, bytes(`v${i}`));
-      if (i % 2 === 0) server.set(ADDRESS, `n${i}`, bytes(`v${i}-again`));
-      await sleep(5);
+    await ackSeen(server, await c.nextAcked());
+    fakeClock();
+    try {
+      for (let i = 0; i < 20; i++) {
+        server.set(ADDRESS, `n${i}`, bytes(`v${i}`));
+        if (i % 2 === 0) server.set(ADDRESS, `n${i}`, bytes(`v${i}-again`));
+        vi.advanceTimersByTime(5); // each change restarts the quiet time
+      }
+      // The last change was at 95 ms: nothing is pushed until 195 ms, then everything at once.
+      vi.advanceTimersByTime(94);
+      expect(responses(server)).toBe(1);
+      vi.advanceTimersByTime(1);
+      expect(responses(server)).toBe(2);
+    } finally {
+      vi.useRealTimers();
     }
     const r = await c.nextAcked();
     expect(names(r)).toHaveLength(20);
     expect(Buffer.from(r.resources.find((x) => x.name === "n0")!.resource!.value!).toString()).toBe("v0-again");
-    await c.none(250);
+    await c.nothingDue(server);
   });
 
   it("max wait forces a push under constant churn", async () => {
     const { server, client } = await setup({ debounceMs: 100, debounceMaxMs: 300 });
     const c = client();
     c.open(ADDRESS);
-    await c.nextAcked();
-    const start = Date.now();
+    let last = await c.nextAcked();
     let i = 0;
-    const churn = setInterval(() => server.set(ADDRESS, "hot", bytes(`v${i++}`)), 20);
-    try {
-      const r = await c.nextAcked(2000);
-      const elapsed = Date.now() - start;
-      expect(names(r)).toEqual(["hot"]);
-      // Quiet time never comes (a change every 20 ms < 100 ms), so only the 300 ms cap can have pushed.
-      expect(elapsed).toBeGreaterThanOrEqual(280);
-      expect(elapsed).toBeLessThan(1000);
-      await c.nextAcked(2000); // and again, while the churn goes on
-    } finally {
-      clearInterval(churn);
+    for (let round = 1; round <= 2; round++) {
+      await ackSeen(server, last);
+      fakeClock();
+      try {
+        // A change every 20 ms: the 100 ms of quiet never come, so only the 300 ms cap can push.
+        for (let t = 0; t < 300; t += 20) {
+          expect(responses(server)).toBe(round);
+          server.set(ADDRESS, "hot", bytes(`v${i++}`));
+          vi.advanceTimersByTime(20);
+        }
+        expect(responses(server)).toBe(round + 1);
+      } finally {
+        vi.useRealTimers();
+      }
+      last = await c.nextAcked();
+      expect(names(last)).toEqual(["hot"]);
+      expect(Buffer.from(last.resources[0]!.resource!.value!).toString()).toBe(`v${i - 1}`);
     }
   });
 });
@@ -137,13 +165,14 @@ describe("named subscriptions", () => {
     expect(summary(await c.nextAcked())).toMatchObject({ names: ["b"], removed: ["missing"] });
 
     server.set(ADDRESS, "c", bytes("c2")); // not subscribed
-    await c.none(150);
+    await c.nothingDue(server);
     server.set(ADDRESS, "a", bytes("a2"));
     expect(names(await c.nextAcked())).toEqual(["a"]);
 
     c.send({ type_url: ADDRESS, resource_names_unsubscribe: ["a"] });
+    await until(() => !server.debugConnections()[0]!.watches[0]!.subscriptions.includes("a"), undefined, "the unsubscribe at the server");
     server.set(ADDRESS, "a", bytes("a3"));
-    await c.none(150);
+    await c.nothingDue(server);
 
     // Re-subscribing sends it even though nothing changed for the client.
     c.send({ type_url: ADDRESS, resource_names_subscribe: ["b"] });
@@ -164,7 +193,7 @@ describe("named subscriptions", () => {
     c.open(ADDRESS, { resource_names_subscribe: ["*"], resource_names_unsubscribe: ["*"] });
     expect(summary(await c.nextAcked())).toMatchObject({ names: [], removed: [] });
     server.set(ADDRESS, "c1//Pod/ns/w2", bytes("w2-changed"), { aliases: ["/10.0.0.6"] });
-    await c.none(120);
+    await c.nothingDue(server);
 
     // Lookup by alias: the resource carrying it comes back, with its aliases.
     c.send({ type_url: ADDRESS, resource_names_subscribe: ["/10.0.0.5"] });
@@ -176,7 +205,7 @@ describe("named subscriptions", () => {
     server.set(ADDRESS, "c1//Pod/ns/w1", bytes("w1-v2"), { aliases: ["/10.0.0.5"] });
     expect(names(await c.nextAcked())).toEqual(["c1//Pod/ns/w1"]);
     server.set(ADDRESS, "c1//Pod/ns/w2", bytes("w2-v3"), { aliases: ["/10.0.0.6"] });
-    await c.none(120);
+    await c.nothingDue(server);
 
     // An unknown address is answered with a removal; once a resource carries it, it is pushed.
     c.send({ type_url: ADDRESS, resource_names_subscribe: ["/10.0.0.9"] });
@@ -232,7 +261,7 @@ describe("resume", () => {
     server.set(ADDRESS, "a", bytes("a2"));
     expect(names(await c.nextAcked())).toEqual(["a"]);
     server.set(ADDRESS, "c", bytes("c2"));
-    await c.none(120);
+    await c.nothingDue(server);
   });
 });
 
@@ -247,8 +276,8 @@ describe("ACK / NACK", () => {
     const second = await c.next(); // not ACKed
     expect(names(second)).toEqual(["a"]);
     server.set(ADDRESS, "b", bytes("1"));
-    await c.none(150);
-    expect(server.debugConnections()[0]!.watches[0]).toMatchObject({ awaitingAck: true, pendingNames: 1 });
+    server.flush(); // the change is due now, but held: nothing is written until the ACK
+    expect(server.debugConnections()[0]!.watches[0]).toMatchObject({ awaitingAck: true, pendingNames: 1, responses: 2 });
     c.ack(second);
     expect(names(await c.nextAcked())).toEqual(["b"]);
   });
@@ -269,7 +298,7 @@ describe("ACK / NACK", () => {
     const text = await registry.metrics();
     expect(text).toMatch(/pilot_total_xds_rejects\{type="wds"\} 1/);
     expect(logged.some((l) => l.msg === "xDS NACK")).toBe(true);
-    await c.none(150);
+    await c.nothingDue(server);
     server.set(ADDRESS, "bad", bytes("fixed"));
     expect(names(await c.nextAcked())).toEqual(["bad"]);
   });
@@ -411,6 +440,6 @@ describe("large pushes", () => {
       got.push(...names(r));
     }
     expect(got.sort()).toEqual(Array.from({ length: 10 }, (_, i) => `r${i}`).sort());
-    await c.none(100);
+    await c.nothingDue(server);
   });
 });
