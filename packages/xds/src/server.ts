@@ -41,8 +41,16 @@ export interface AuthResult {
   [key: string]: unknown;
 }
 
-/** Authenticates a stream from its metadata (e.g. `authorization: Bearer …`); throw to refuse (UNAUTHENTICATED). */
+/**
+ * Authenticates a stream from its metadata (e.g. `authorization: Bearer …`); throw to refuse (UNAUTHENTICATED), or
+ * throw an `AuthenticationUnavailable` when the caller could not be checked now (UNAVAILABLE: the client retries).
+ */
 export type Authenticate = (metadata: grpc.Metadata, peer: PeerInfo) => Promise<AuthResult> | AuthResult;
+/** Authentication could not be attempted now (e.g. too many in progress): the stream is refused with UNAVAILABLE. */
+export class AuthenticationUnavailable extends Error {
+  override name = "AuthenticationUnavailable";
+}
+
 /** Authorizes an authenticated identity for a node; throw or return false to refuse (PERMISSION_DENIED). */
 export type Authorize = (auth: AuthResult, node: NodeProperties) => Promise<boolean | void> | boolean | void;
 
@@ -76,12 +84,26 @@ export interface DeltaXdsServerOptions {
   ready?: boolean;
   /** Rate limits of the lines clients cause (NACKs, malformed requests, refused streams); see `ClientLogLimits`. */
   clientLogLimits?: ClientLogLimits;
+  /** Explicit subscriptions (names and aliases) one watch may hold; more ends the stream. Default 100 000. */
+  maxSubscriptionsPerWatch?: number;
+  /** Explicit subscriptions over all the watches of one stream. Default 200 000. */
+  maxSubscriptionsPerStream?: number;
 }
 
 /** Longest node id accepted (it is logged with every line about the stream). */
 export const MAX_NODE_ID_CHARS = 1024;
-/** Longest client-supplied name (type URL, nonce) put in a log line or a status. */
-const MAX_NAME_CHARS = 256;
+/** Longest type URL accepted (longer: INVALID_ARGUMENT); also the longest client-supplied name (nonce) logged. */
+export const MAX_TYPE_URL_CHARS = 256;
+const MAX_NAME_CHARS = MAX_TYPE_URL_CHARS;
+/** Longest resource name (or alias) accepted in a subscription or `initial_resource_versions` (longer: INVALID_ARGUMENT). */
+export const MAX_RESOURCE_NAME_CHARS = 1024;
+/** HTTP/2 streams one connection may have open at once (a node proxy needs one for xDS and a few CA calls). */
+export const MAX_STREAMS_PER_CONNECTION = 100;
+/**
+ * Memory one HTTP/2 connection may use, in MB (Node's `maxSessionMemory`; grpc-js would lift it): beyond it new
+ * streams on that connection are refused. The streams' request buffers (64 KiB each) fit many times over.
+ */
+export const MAX_SESSION_MEMORY_MB = 64;
 /** Resource types one stream may watch (a client needs two or three; each watch keeps state on the server). */
 export const MAX_WATCHES_PER_STREAM = 16;
 
@@ -97,13 +119,17 @@ export interface ListenOptions {
 
 /**
  * Server options: requests up to `MAX_REQUEST_BYTES` (4 MiB, istiod's limit; larger ones are refused from their
- * length prefix), responses up to 200 MiB (large pushes), keepalive pings as istiod sends them, and
- * `endRequestWithResponse` as the first interceptor. `extra` overrides; its interceptors run after that one.
+ * length prefix), responses up to 200 MiB (large pushes), at most `MAX_STREAMS_PER_CONNECTION` concurrent streams
+ * and `MAX_SESSION_MEMORY_MB` per connection (so one connection cannot make the server buffer a request window for
+ * thousands of streams), keepalive pings as istiod sends them, and `endRequestWithResponse` as the first
+ * interceptor. `extra` overrides; its interceptors run after that one.
  */
 export function grpcServerOptions(extra: grpc.ServerOptions = {}): grpc.ServerOptions {
   return {
     "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_concurrent_streams": MAX_STREAMS_PER_CONNECTION,
+    "grpc-node.max_session_memory": MAX_SESSION_MEMORY_MB,
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
     ...extra,
@@ -264,6 +290,14 @@ interface Built {
   removed: string[];
 }
 
+/** A name of the request (subscribed, unsubscribed or in `initial_resource_versions`) longer than `max`, if any. */
+function nameLongerThan(req: DeltaRequest, max: number): string | undefined {
+  for (const list of [req.resource_names_subscribe, req.resource_names_unsubscribe, Object.keys(req.initial_resource_versions ?? {})]) {
+    for (const n of list ?? []) if (n.length > max) return n;
+  }
+  return undefined;
+}
+
 function statusError(code: grpc.status, details: string): Partial<grpc.StatusObject> & Error {
   return Object.assign(new Error(details), { code, details });
 }
@@ -284,6 +318,8 @@ export class DeltaXdsServer {
   readonly metrics: XdsMetrics;
   private readonly logger: Logger;
   private readonly clientLog: ClientLogLimiter;
+  /** The same limits for "connected"/"disconnected" lines, with their own budget (churn must not silence NACKs). */
+  private readonly connectionLog: ClientLogLimiter;
   private readonly debounceMs: number;
   private readonly debounceMaxMs: number;
   private readonly waitForAck: boolean;
@@ -292,6 +328,8 @@ export class DeltaXdsServer {
   private readonly authenticate: Authenticate | undefined;
   private readonly authorize: Authorize | undefined;
   private readonly nodeTypes: ReadonlySet<string>;
+  private readonly maxSubscriptionsPerWatch: number;
+  private readonly maxSubscriptionsPerStream: number;
   private ready: boolean;
   private closing = false;
   private nextConnId = 1;
@@ -312,6 +350,7 @@ export class DeltaXdsServer {
     this.store = options.store ?? new ResourceStore();
     this.logger = options.logger ?? silentLogger;
     this.clientLog = new ClientLogLimiter(this.logger, options.clientLogLimits);
+    this.connectionLog = new ClientLogLimiter(this.logger, options.clientLogLimits);
     this.metrics = options.metrics ?? new XdsMetrics(options.registry);
     this.debounceMs = options.debounceMs ?? 100;
     this.debounceMaxMs = options.debounceMaxMs ?? 10_000;
@@ -321,6 +360,8 @@ export class DeltaXdsServer {
     this.authenticate = options.authenticate;
     this.authorize = options.authorize;
     this.nodeTypes = new Set(options.nodeTypes ?? NODE_TYPES);
+    this.maxSubscriptionsPerWatch = options.maxSubscriptionsPerWatch ?? 100_000;
+    this.maxSubscriptionsPerStream = options.maxSubscriptionsPerStream ?? 200_000;
     this.ready = options.ready ?? false;
     this.unsubscribeStore = this.store.onChange((typeUrl, names) => this.onStoreChange(typeUrl, names));
     this.metrics.bindSources({ resources: () => this.countResources(), pending: () => this.countPending() });
@@ -390,6 +431,7 @@ export class DeltaXdsServer {
     this.unsubscribeStore();
     for (const conn of [...this.streams]) this.endStream(conn, grpc.status.UNAVAILABLE, "server shutting down");
     this.clientLog.summarise();
+    this.connectionLog.summarise();
     const server = this.ownServer;
     this.ownServer = null;
     if (!server) return;
@@ -504,7 +546,8 @@ export class DeltaXdsServer {
         ? await this.authenticate(call.metadata, { address: conn.peer, authContext: call.getAuthContext() })
         : { identity: "" };
     } catch (err) {
-      this.endStream(conn, grpc.status.UNAUTHENTICATED, (err as Error)?.message || "authentication failed");
+      const code = err instanceof AuthenticationUnavailable ? grpc.status.UNAVAILABLE : grpc.status.UNAUTHENTICATED;
+      this.endStream(conn, code, (err as Error)?.message || "authentication failed");
       return;
     }
     if (conn.closed) return;
@@ -568,7 +611,10 @@ export class DeltaXdsServer {
     conn.registered = true;
     this.connections.set(conn.id, conn);
     this.metrics.clients.inc({ version: conn.versionLabel });
-    this.logger.info({ conn: conn.id, node: node.id, peer: conn.peer, identity: conn.auth?.identity }, "xDS client connected");
+    // Clients choose how often they connect: these lines pass the shared limit of client-caused lines.
+    if (this.connectionLog.allow("xDS client connected")) {
+      this.logger.info({ conn: conn.id, node: node.id, peer: conn.peer, identity: conn.auth?.identity }, "xDS client connected");
+    }
     return true;
   }
 
@@ -605,7 +651,9 @@ export class DeltaXdsServer {
       conn.registered = false;
       this.connections.delete(conn.id);
       this.metrics.clients.dec({ version: conn.versionLabel });
-      this.logger.info({ conn: conn.id, node: conn.node?.id, peer: conn.peer, reason }, "xDS client disconnected");
+      if (this.connectionLog.allow("xDS client disconnected")) {
+        this.logger.info({ conn: conn.id, node: conn.node?.id, peer: conn.peer, reason }, "xDS client disconnected");
+      }
     }
   }
 
@@ -634,19 +682,38 @@ export class DeltaXdsServer {
       }
       return;
     }
-    const w = conn.watches.get(typeUrl);
+    if (typeUrl.length > MAX_TYPE_URL_CHARS) {
+      return this.endStream(conn, grpc.status.INVALID_ARGUMENT, `type URL "${truncate(typeUrl, 64)}" is longer than ${MAX_TYPE_URL_CHARS} characters`);
+    }
+    const long = nameLongerThan(req, MAX_RESOURCE_NAME_CHARS);
+    if (long !== undefined) {
+      return this.endStream(conn, grpc.status.INVALID_ARGUMENT, `resource name "${truncate(long, 64)}" is longer than ${MAX_RESOURCE_NAME_CHARS} characters`);
+    }
+    let w = conn.watches.get(typeUrl);
     if (!w) {
       if (conn.watches.size >= MAX_WATCHES_PER_STREAM) {
         return this.endStream(conn, grpc.status.RESOURCE_EXHAUSTED, `more than ${MAX_WATCHES_PER_STREAM} resource types on one stream (the last was "${truncate(typeUrl, MAX_NAME_CHARS)}")`);
       }
-      const created = this.newWatch(typeUrl, req);
-      created.baseSeq = this.seq;
-      conn.watches.set(typeUrl, created);
+      w = this.newWatch(typeUrl, req);
+      w.baseSeq = this.seq;
+      conn.watches.set(typeUrl, w);
     } else {
       if (req.response_nonce) this.onAck(conn, w, req);
       this.changeSubscription(w, req);
     }
+    const tooMany = this.subscriptionExcess(conn, w);
+    if (tooMany) return this.endStream(conn, grpc.status.RESOURCE_EXHAUSTED, tooMany);
     this.trySend(conn);
+  }
+
+  /** Why the stream holds too many explicit subscriptions after a request to `w`, or null. */
+  private subscriptionExcess(conn: Connection, w: Watch): string | null {
+    if (w.names.size > this.maxSubscriptionsPerWatch) {
+      return `more than ${this.maxSubscriptionsPerWatch} subscribed names for type "${w.typeUrl}"`;
+    }
+    let total = 0;
+    for (const x of conn.watches.values()) total += x.names.size;
+    return total > this.maxSubscriptionsPerStream ? `more than ${this.maxSubscriptionsPerStream} subscribed names on one stream` : null;
   }
 
   private newWatch(typeUrl: string, req: DeltaRequest): Watch {
