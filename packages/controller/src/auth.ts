@@ -4,6 +4,9 @@
 // non-resource URL (SubjectAccessReview).
 import { createHash } from "node:crypto";
 import { formatSpiffeId } from "@ambit/protocol";
+import { AuthenticationUnavailable } from "@ambit/xds";
+
+export { AuthenticationUnavailable };
 
 export class AuthenticationError extends Error {
   override name = "AuthenticationError";
@@ -37,12 +40,104 @@ export function bearerToken(authorization: string | undefined): string {
   return m[1]!;
 }
 
+/**
+ * Reviews whose outcome is kept for a short while by (token hash, scope) and shared by concurrent requests, with a
+ * cap on reviews in progress: a flood with one token costs one review, a flood of different tokens at most
+ * `maxInFlight` concurrent reviews (the rest is refused at once with the `busy` error). A review that throws an
+ * error `keep` does not accept (it could not be made) is forgotten, so the next request tries again.
+ */
+export class ReviewCache<T> {
+  private readonly cache = new Map<string, { until: number; result: Promise<T> }>();
+  private inFlight = 0;
+
+  constructor(private readonly o: {
+    /** How long an outcome is reused. */
+    ttlMs: number;
+    /** Outcomes kept at most (the oldest is dropped). */
+    size: number;
+    /** Reviews in progress at most. */
+    maxInFlight: number;
+    /** The error for a request refused because `maxInFlight` reviews are in progress (count it here). */
+    busy: () => Error;
+    /** Whether a review's error is an outcome to keep (a refusal) rather than a failure to decide. Default: never. */
+    keep?: (err: unknown) => boolean;
+  }) {}
+
+  /** The outcome of `review` for `token` (and `scope`), from the cache or a new review. */
+  get(token: string, scope: string, review: () => Promise<T>): Promise<T> {
+    const key = `${createHash("sha256").update(token).digest("base64")} ${scope}`;
+    const now = Date.now();
+    const hit = this.cache.get(key);
+    if (hit && hit.until > now) return hit.result;
+    this.cache.delete(key);
+    if (this.inFlight >= this.o.maxInFlight) return Promise.reject(this.o.busy());
+    this.inFlight++;
+    const result = review().finally(() => this.inFlight--);
+    result.catch((err: unknown) => {
+      if (!this.o.keep?.(err)) this.cache.delete(key);
+    });
+    this.cache.set(key, { until: now + this.o.ttlMs, result });
+    while (this.cache.size > this.o.size) this.cache.delete(this.cache.keys().next().value!);
+    return result;
+  }
+
+  /** Outcomes kept (some may have expired). */
+  get size(): number {
+    return this.cache.size;
+  }
+}
+
+/** Limits of `TokenAuthenticator` (and of `DebugAccess`). */
+export interface ReviewLimits {
+  /** How long a review's outcome (accepted or refused) is reused for the same token. Default 10 s. */
+  cacheTtlMs?: number;
+  /** Outcomes kept at most (the oldest is dropped). Default 1000. */
+  cacheSize?: number;
+  /** Reviews in progress at most; beyond that a request with an unknown token is refused at once. */
+  maxInFlight?: number;
+  /** Called for each request refused because `maxInFlight` reviews are in progress. */
+  onBusy?: () => void;
+}
+
+const MAX_TOKEN_CHARS = 16 * 1024;
+
+function reviewCache<T>(l: ReviewLimits, defaultMaxInFlight: number, busy: (max: number) => Error, keep?: (err: unknown) => boolean): ReviewCache<T> {
+  const maxInFlight = l.maxInFlight ?? defaultMaxInFlight;
+  return new ReviewCache<T>({
+    ttlMs: l.cacheTtlMs ?? 10_000, size: l.cacheSize ?? 1000, maxInFlight, keep,
+    busy: () => {
+      l.onBusy?.();
+      return busy(maxInFlight);
+    },
+  });
+}
+
+/**
+ * Authenticates xDS and CA callers (one instance shared by both): TokenReview results are cached by token hash
+ * (accepted and refused alike; a review that fails is not kept) and reviews in progress are capped (default 16);
+ * beyond the cap a caller with an unknown token gets `AuthenticationUnavailable` (gRPC UNAVAILABLE) at once.
+ */
+export class TokenAuthenticator {
+  private readonly reviews: ReviewCache<TokenReviewStatus>;
+
+  constructor(private readonly review: TokenReviewer, private readonly audiences: string[], private readonly trustDomain: string, limits: ReviewLimits = {}) {
+    this.reviews = reviewCache(limits, 16, (max) => new AuthenticationUnavailable(`too many callers are being authenticated (${max}); retry later`));
+  }
+
+  authenticate(authorization: string | undefined): Promise<Caller> {
+    return authenticate((token, audiences) => this.reviews.get(token, "", () => this.review(token, audiences)), authorization, this.audiences, this.trustDomain);
+  }
+}
+
+/** Authenticates one caller with one TokenReview (uncached; see `TokenAuthenticator`). */
 export async function authenticate(review: TokenReviewer, authorization: string | undefined, audiences: string[], trustDomain: string): Promise<Caller> {
   const token = bearerToken(authorization);
+  if (token.length > MAX_TOKEN_CHARS) throw new AuthenticationError(`the token is longer than ${MAX_TOKEN_CHARS} characters`);
   let status: TokenReviewStatus;
   try {
     status = await review(token, audiences);
   } catch (err) {
+    if (err instanceof AuthenticationUnavailable) throw err;
     throw new AuthenticationError(`token review failed: ${(err as Error).message}`);
   }
   if (!status.authenticated) throw new AuthenticationError(`the token was not accepted: ${status.error || "not authenticated"}`);
@@ -74,43 +169,23 @@ export type ReviewedUser = NonNullable<TokenReviewStatus["user"]> & { uid?: stri
 /** Sends a SubjectAccessReview for `get` on the non-resource URL `path`. */
 export type AccessReviewer = (user: ReviewedUser, path: string) => Promise<{ allowed?: boolean; reason?: string }>;
 
-export interface DebugAccessOptions {
+export interface DebugAccessOptions extends ReviewLimits {
   review: TokenReviewer;
   accessReview: AccessReviewer;
-  /** How long a decision (allowed or refused) is reused for the same token and path. Default 10 s. */
-  cacheTtlMs?: number;
-  /** Decisions kept at most (the oldest is dropped). Default 1000. */
-  cacheSize?: number;
-  /** Reviews in progress at most; beyond that a request with an unknown token gets 503 at once. Default 8. */
-  maxInFlight?: number;
-}
-
-const MAX_TOKEN_CHARS = 16 * 1024;
-
-interface Decision {
-  until: number;
-  /** Resolves to the user name, or rejects with a DebugAccessError. */
-  result: Promise<string>;
 }
 
 /**
  * Decides who may read /debug/*: the bearer token must be accepted by the API server (TokenReview with its own
  * audiences) and its user allowed to `get` the path as a non-resource URL (SubjectAccessReview). Decisions are
- * cached by (token hash, path) for a short while and shared by concurrent requests, so a flood with one bad token
- * costs one review; reviews in progress are capped, so a flood of different tokens costs at most `maxInFlight`
- * concurrent reviews and the rest is refused with 503. Fails closed: a review that fails is a 503, never access.
+ * cached by (token hash, path) and reviews in progress capped (default 8; beyond: 503), see `ReviewCache`. Fails
+ * closed: a review that fails is a 503, never access.
  */
 export class DebugAccess {
-  private readonly cache = new Map<string, Decision>();
-  private inFlight = 0;
-  private readonly ttlMs: number;
-  private readonly cacheSize: number;
-  private readonly maxInFlight: number;
+  private readonly cache: ReviewCache<string>;
 
   constructor(private readonly o: DebugAccessOptions) {
-    this.ttlMs = o.cacheTtlMs ?? 10_000;
-    this.cacheSize = o.cacheSize ?? 1000;
-    this.maxInFlight = o.maxInFlight ?? 8;
+    this.cache = reviewCache(o, 8, (max) => new DebugAccessError(503, `too many debug requests are being authenticated (${max}); retry later`),
+      (err) => err instanceof DebugAccessError && err.status !== 503);
   }
 
   /** Resolves to the user name when `authorization` may read `path`; rejects with a DebugAccessError otherwise. */
@@ -119,24 +194,7 @@ export class DebugAccess {
     const token = BEARER.exec(authorization)?.[1];
     if (!token) return Promise.reject(new DebugAccessError(401, 'the Authorization header is not "Bearer <token>"'));
     if (token.length > MAX_TOKEN_CHARS) return Promise.reject(new DebugAccessError(401, `the token is longer than ${MAX_TOKEN_CHARS} characters`));
-    const key = `${createHash("sha256").update(token).digest("base64")} ${path}`;
-    const now = Date.now();
-    const hit = this.cache.get(key);
-    if (hit && hit.until > now) return hit.result;
-    this.cache.delete(key);
-    if (this.inFlight >= this.maxInFlight) {
-      return Promise.reject(new DebugAccessError(503, `too many debug requests are being authenticated (${this.maxInFlight}); retry later`));
-    }
-    this.inFlight++;
-    const result = this.decide(token, path).finally(() => this.inFlight--);
-    const decision: Decision = { until: now + this.ttlMs, result };
-    // A review that could not be made is not remembered: the next request tries again.
-    result.catch((err: unknown) => {
-      if (!(err instanceof DebugAccessError) || err.status === 503) this.cache.delete(key);
-    });
-    this.cache.set(key, decision);
-    while (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value!);
-    return result;
+    return this.cache.get(token, path, () => this.decide(token, path));
   }
 
   private async decide(token: string, path: string): Promise<string> {

@@ -16,7 +16,7 @@ import { RootOfTrust } from "./ca/roots.js";
 import { ServingIdentity, istiodDnsNames } from "./ca/serving.js";
 import { certificateAuthInterceptor, registerCertificateService, type CaServiceOptions } from "./ca/service.js";
 import { startAdmin } from "./admin.js";
-import { DebugAccess, authenticate, type TokenReviewStatus } from "./auth.js";
+import { DebugAccess, TokenAuthenticator, type TokenReviewStatus } from "./auth.js";
 import type { Config } from "./config.js";
 import { LeaderElection } from "./leader.js";
 import { failClosedStandIn, type AuthorizationPolicy } from "./model/authorization.js";
@@ -59,7 +59,7 @@ export class Controller {
   private admin: HttpServer | undefined;
   private stopFeed: (() => void) | undefined;
   private reaper: NodeJS.Timeout | undefined;
-  private readonly review: (token: string, audiences: string[]) => Promise<TokenReviewStatus>;
+  private readonly tokens: TokenAuthenticator;
   private readonly debugAccess: DebugAccess;
   readonly roots: RootOfTrust;
   private publisher: RootCertPublisher | undefined;
@@ -78,10 +78,16 @@ export class Controller {
     const tokenApi = o.kc.makeApiClient(AuthenticationV1Api);
     const review = async (token: string, audiences: string[]): Promise<TokenReviewStatus> =>
       (await tokenApi.createTokenReview({ body: { spec: { token, audiences } } })).status ?? {};
-    this.review = review;
+    const busy = new Counter({
+      name: "ambit_auth_reviews_busy", help: "Requests refused at once because the most token reviews allowed were in progress, by endpoint.",
+      labelNames: ["endpoint"], registers: [this.registry],
+    });
+    // One authenticator for xDS and the CA: one cache of TokenReview results and one cap on reviews in progress.
+    this.tokens = new TokenAuthenticator(review, c.TOKEN_AUDIENCES, c.TRUST_DOMAIN, { onBusy: () => busy.inc({ endpoint: "grpc" }) });
     const accessApi = o.kc.makeApiClient(AuthorizationV1Api);
     this.debugAccess = new DebugAccess({
       review,
+      onBusy: () => busy.inc({ endpoint: "debug" }),
       accessReview: async (user, path) =>
         (await accessApi.createSubjectAccessReview({
           body: { spec: { user: user.username, uid: user.uid, groups: user.groups, extra: user.extra, nonResourceAttributes: { path, verb: "get" } } },
@@ -96,7 +102,7 @@ export class Controller {
       debounceMaxMs: c.PILOT_DEBOUNCE_MAX,
       ready: false,
       authenticate: c.XDS_AUTH
-        ? async (md) => ({ ...(await authenticate(review, md.get("authorization")[0]?.toString(), c.TOKEN_AUDIENCES, c.TRUST_DOMAIN)) }) as AuthResult
+        ? async (md) => ({ ...(await this.tokens.authenticate(md.get("authorization")[0]?.toString())) }) as AuthResult
         : () => ({ identity: "anonymous" }),
       authorize: c.XDS_AUTH
         ? (auth, node) => {
@@ -196,7 +202,7 @@ export class Controller {
     });
     const caOptions = {
       ca: () => this.roots.ca,
-      authenticate: (authorization: string | undefined) => authenticate(this.review, authorization, c.TOKEN_AUDIENCES, c.TRUST_DOMAIN),
+      authenticate: (authorization: string | undefined) => this.tokens.authenticate(authorization),
       nodeAuthorizer: new NodeAuthorizer(inputs.pods, new Set(c.CA_TRUSTED_NODE_ACCOUNTS), c.TRUST_DOMAIN),
       defaultTtlSeconds: c.DEFAULT_WORKLOAD_CERT_TTL / 1000,
       maxTtlSeconds: c.MAX_WORKLOAD_CERT_TTL / 1000,

@@ -6,7 +6,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { CREATE_CERTIFICATE_PATH, IMPERSONATED_IDENTITY_KEY, istio } from "@ambit/protocol";
 import { CsrError, parseCsr, type CertificateAuthority } from "@ambit/pki";
-import type { Caller } from "../auth.js";
+import { AuthenticationUnavailable, type Caller } from "../auth.js";
 import { ImpersonationDenied, type NodeAuthorizer } from "./node-authorizer.js";
 
 const Req = istio.v1.auth.IstioCertificateRequest;
@@ -49,7 +49,8 @@ async function authenticateCaller(o: CaServiceOptions, md: grpc.Metadata): Promi
   try {
     return await o.authenticate(md.get("authorization")[0]?.toString());
   } catch (err) {
-    throw new CaFailure(grpc.status.UNAUTHENTICATED, `request authenticate failure: ${(err as Error).message}`);
+    const code = err instanceof AuthenticationUnavailable ? grpc.status.UNAVAILABLE : grpc.status.UNAUTHENTICATED;
+    throw new CaFailure(code, `request authenticate failure: ${(err as Error).message}`);
   }
 }
 
