@@ -7,6 +7,8 @@ import {
 } from "@ambit/protocol";
 
 const { int, port, bool, duration, size, dnsName: name } = envVar;
+/** A duration that must be more than zero (a timer of 0 would fire at once). */
+const positive = (def: string) => duration(def).refine((ms) => ms > 0, { message: "must be more than 0" });
 
 const Env = z.object({
   XDS_ADDRESS: z.string().optional(),
@@ -35,6 +37,15 @@ const Env = z.object({
   HTTP2_FRAME_SIZE: size(Http2Defaults.maxFrameSize, 16_384, 16_777_215),
   POOL_MAX_STREAMS_PER_CONNECTION: int(Http2Defaults.clientMaxStreams, 1, 10_000),
   POOL_UNUSED_RELEASE_TIMEOUT: duration("5m"),
+  HTTP2_KEEPALIVE_INTERVAL: positive(`${Http2Defaults.pingIntervalMs}ms`),
+  HTTP2_KEEPALIVE_TIMEOUT: positive(`${Http2Defaults.pingTimeoutMs}ms`),
+  HBONE_HANDSHAKE_TIMEOUT: positive("5s"),
+  HBONE_MAX_STREAMS_PER_CONNECTION: int(Http2Defaults.serverMaxStreams, 1, 10_000),
+  HBONE_MAX_CONNECTIONS_PER_IDENTITY: int(512, 1, 1_000_000),
+  HBONE_MAX_EARLY_RESETS: int(100, 1, 1_000_000),
+  HALF_CLOSE_IDLE_TIMEOUT: positive("5m"),
+  KEEPALIVE_ENABLED: bool(true),
+  KEEPALIVE_TIME: positive("180s"),
   CONNECTION_TERMINATION_DEADLINE: z.string().optional(),
   TERMINATION_GRACE_PERIOD_SECONDS: z.coerce.number().int().min(0).optional(),
   ADMIN_PORT: port(Ports.ztunnelAdmin),
@@ -47,6 +58,15 @@ const FIX: Record<string, string> = {
   NODE_NAME: "the node's name (downward API spec.nodeName)",
   SECRET_TTL: "a duration such as 24h",
   POOL_UNUSED_RELEASE_TIMEOUT: "a duration such as 5m",
+  HTTP2_KEEPALIVE_INTERVAL: "a duration above 0 such as 10s",
+  HTTP2_KEEPALIVE_TIMEOUT: "a duration above 0 such as 20s",
+  HBONE_HANDSHAKE_TIMEOUT: "a duration above 0 such as 5s",
+  HBONE_MAX_STREAMS_PER_CONNECTION: "a number of streams from 1 to 10000, such as 200",
+  HBONE_MAX_CONNECTIONS_PER_IDENTITY: "a number of connections from 1, such as 512",
+  HBONE_MAX_EARLY_RESETS: "a number of streams from 1, such as 100",
+  HALF_CLOSE_IDLE_TIMEOUT: "a duration above 0 such as 5m",
+  KEEPALIVE_ENABLED: "true or false",
+  KEEPALIVE_TIME: "a duration above 0 such as 180s",
   CONNECTION_TERMINATION_DEADLINE: "a duration such as 5s",
   TERMINATION_GRACE_PERIOD_SECONDS: "a whole number of seconds such as 30",
   POOL_MAX_STREAMS_PER_CONNECTION: "a number of streams from 1 to 10000, such as 100",
@@ -88,7 +108,22 @@ export interface Config {
   packetMark: number;
   ipv6: boolean;
   origSrc: "true" | "false" | "auto";
-  h2: { streamWindow: number; connectionWindow: number; maxFrameSize: number; maxStreamsPerConnection: number; idleReleaseMs: number };
+  /** The HBONE client (pool): windows, frame size, streams per pooled connection, idle release, PING keepalive. */
+  h2: { streamWindow: number; connectionWindow: number; maxFrameSize: number; maxStreamsPerConnection: number; idleReleaseMs: number; keepaliveIntervalMs: number; keepaliveTimeoutMs: number };
+  /** The inbound HBONE server (15008): its limits (see README "Limits and timeouts"). */
+  hbone: {
+    handshakeTimeoutMs: number;
+    /** SETTINGS_MAX_CONCURRENT_STREAMS advertised (and enforced) per connection. */
+    maxStreamsPerConnection: number;
+    /** Open connections per peer SPIFFE identity, per pod. */
+    maxConnectionsPerIdentity: number;
+    /** Streams a peer may reset before they were answered, per connection and per 10 s, before GOAWAY. */
+    maxEarlyResets: number;
+  };
+  /** A relay with one direction finished (a FIN passed, or a side closed) ends when no byte moved for this long. */
+  halfCloseIdleMs: number;
+  /** TCP keepalive idle time on every proxied socket; null when KEEPALIVE_ENABLED=false. */
+  tcpKeepaliveMs: number | null;
   drainDeadlineMs: number;
   ports: { admin: number; stats: number; readiness: number };
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
@@ -163,7 +198,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fs = { exists: 
       maxFrameSize: e.HTTP2_FRAME_SIZE,
       maxStreamsPerConnection: e.POOL_MAX_STREAMS_PER_CONNECTION,
       idleReleaseMs: e.POOL_UNUSED_RELEASE_TIMEOUT,
+      keepaliveIntervalMs: e.HTTP2_KEEPALIVE_INTERVAL,
+      keepaliveTimeoutMs: e.HTTP2_KEEPALIVE_TIMEOUT,
     },
+    hbone: {
+      handshakeTimeoutMs: e.HBONE_HANDSHAKE_TIMEOUT,
+      maxStreamsPerConnection: e.HBONE_MAX_STREAMS_PER_CONNECTION,
+      maxConnectionsPerIdentity: e.HBONE_MAX_CONNECTIONS_PER_IDENTITY,
+      maxEarlyResets: e.HBONE_MAX_EARLY_RESETS,
+    },
+    halfCloseIdleMs: e.HALF_CLOSE_IDLE_TIMEOUT,
+    tcpKeepaliveMs: e.KEEPALIVE_ENABLED ? e.KEEPALIVE_TIME : null,
     drainDeadlineMs: drainDeadline(e.CONNECTION_TERMINATION_DEADLINE, e.TERMINATION_GRACE_PERIOD_SECONDS),
     ports: { admin: e.ADMIN_PORT, stats: e.STATS_PORT, readiness: e.READINESS_PORT },
     logLevel: e.LOG_LEVEL,

@@ -43,7 +43,10 @@ describe("loadConfig defaults", () => {
       packetMark: 1337,
       ipv6: true,
       origSrc: "auto",
-      h2: { streamWindow: 4 * 1024 * 1024, connectionWindow: 16 * 1024 * 1024, maxFrameSize: 1024 * 1024, maxStreamsPerConnection: 100, idleReleaseMs: 300_000 },
+      h2: { streamWindow: 4 * 1024 * 1024, connectionWindow: 16 * 1024 * 1024, maxFrameSize: 1024 * 1024, maxStreamsPerConnection: 100, idleReleaseMs: 300_000, keepaliveIntervalMs: 10_000, keepaliveTimeoutMs: 20_000 },
+      hbone: { handshakeTimeoutMs: 5000, maxStreamsPerConnection: 200, maxConnectionsPerIdentity: 512, maxEarlyResets: 100 },
+      halfCloseIdleMs: 300_000,
+      tcpKeepaliveMs: 180_000,
       drainDeadlineMs: 5000,
       ports: { admin: 15000, stats: 15020, readiness: 15021 },
       logLevel: "info",
@@ -86,6 +89,15 @@ describe("loadConfig values", () => {
       network: "net-1", podName: "ztunnel-abc", podNamespace: "ambit-system", instanceIp: "10.0.0.7", serviceAccount: "ztunnel", trustDomain: "example.org",
     });
     expect(load({ IPV6_ENABLED: "true" }).ipv6).toBe(true);
+    expect(load({
+      HTTP2_KEEPALIVE_INTERVAL: "1s", HTTP2_KEEPALIVE_TIMEOUT: "1500ms", HBONE_HANDSHAKE_TIMEOUT: "2s", HBONE_MAX_STREAMS_PER_CONNECTION: "10",
+      HBONE_MAX_CONNECTIONS_PER_IDENTITY: "3", HBONE_MAX_EARLY_RESETS: "4", HALF_CLOSE_IDLE_TIMEOUT: "1m", KEEPALIVE_TIME: "30s",
+    })).toMatchObject({
+      h2: { keepaliveIntervalMs: 1000, keepaliveTimeoutMs: 1500 },
+      hbone: { handshakeTimeoutMs: 2000, maxStreamsPerConnection: 10, maxConnectionsPerIdentity: 3, maxEarlyResets: 4 },
+      halfCloseIdleMs: 60_000, tcpKeepaliveMs: 30_000,
+    });
+    expect(load({ KEEPALIVE_ENABLED: "false" }).tcpKeepaliveMs).toBeNull();
     expect(load({ IPV6_ENABLED: "1" }).ipv6).toBe(true);
     expect(load({ IPV6_ENABLED: "false" }).ipv6).toBe(false);
   });
@@ -192,6 +204,15 @@ describe("bad values stop the program with the variable and the fix", () => {
     ["STATS_PORT", "http", /STATS_PORT="http": .* \(set it to a port number\)/],
     ["READINESS_PORT", "15021.5", /READINESS_PORT="15021.5": .* \(set it to a port number\)/],
     ["POOL_MAX_STREAMS_PER_CONNECTION", "0", /POOL_MAX_STREAMS_PER_CONNECTION="0": .* \(set it to a number of streams from 1 to 10000, such as 100\)/],
+    ["HTTP2_KEEPALIVE_INTERVAL", "0s", /HTTP2_KEEPALIVE_INTERVAL="0s": must be more than 0 \(set it to a duration above 0 such as 10s\)/],
+    ["HTTP2_KEEPALIVE_TIMEOUT", "soon", /HTTP2_KEEPALIVE_TIMEOUT="soon": is not a duration \(set it to a duration above 0 such as 20s\)/],
+    ["HBONE_HANDSHAKE_TIMEOUT", "0ms", /HBONE_HANDSHAKE_TIMEOUT="0ms": must be more than 0/],
+    ["HBONE_MAX_STREAMS_PER_CONNECTION", "0", /HBONE_MAX_STREAMS_PER_CONNECTION="0": .* \(set it to a number of streams from 1 to 10000, such as 200\)/],
+    ["HBONE_MAX_CONNECTIONS_PER_IDENTITY", "-1", /HBONE_MAX_CONNECTIONS_PER_IDENTITY="-1": .* \(set it to a number of connections from 1, such as 512\)/],
+    ["HBONE_MAX_EARLY_RESETS", "many", /HBONE_MAX_EARLY_RESETS="many": .* \(set it to a number of streams from 1, such as 100\)/],
+    ["HALF_CLOSE_IDLE_TIMEOUT", "0s", /HALF_CLOSE_IDLE_TIMEOUT="0s": must be more than 0/],
+    ["KEEPALIVE_ENABLED", "on", /KEEPALIVE_ENABLED="on": .* \(set it to true or false\)/],
+    ["KEEPALIVE_TIME", "3 min", /KEEPALIVE_TIME="3 min": is not a duration/],
     ["LOG_LEVEL", "verbose", /LOG_LEVEL="verbose": .*"info"/],
     ["TRUST_DOMAIN", "Cluster.Local", /TRUST_DOMAIN="Cluster.Local": must be a DNS name/],
     ["SERVICE_ACCOUNT", "-bad", /SERVICE_ACCOUNT="-bad": must be a DNS name/],

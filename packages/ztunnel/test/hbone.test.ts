@@ -5,7 +5,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { CertificateAuthority } from "@ambit/pki";
-import { connectTcp } from "@ambit/sys";
+import { connectTcp, listenInNetns } from "@ambit/sys";
 import type { WorkloadCertificate } from "../src/identity/index.js";
 import { HboneError, HbonePool, type H2Settings, type TunnelTarget } from "../src/proxy/pool.js";
 import { relay, type Relay } from "../src/proxy/relay.js";
@@ -31,7 +31,7 @@ let server: HboneTestServer;
 const cleanups: (() => unknown)[] = [];
 const later = <T>(x: T, close: (x: T) => unknown): T => { cleanups.push(() => close(x)); return x; };
 
-const SETTINGS: H2Settings = { streamWindow: 4 * 1024 * 1024, connectionWindow: 16 * 1024 * 1024, maxFrameSize: 1024 * 1024, maxStreamsPerConnection: 100, idleReleaseMs: 300_000 };
+const SETTINGS: H2Settings = { streamWindow: 4 * 1024 * 1024, connectionWindow: 16 * 1024 * 1024, maxFrameSize: 1024 * 1024, maxStreamsPerConnection: 100, idleReleaseMs: 300_000, keepaliveIntervalMs: 10_000, keepaliveTimeoutMs: 20_000 };
 const dials: string[] = [];
 function tcpDial(ip: string, port: number): Promise<net.Socket> {
   dials.push(`${ip}:${port}`);
@@ -63,6 +63,17 @@ function readAll(s: NodeJS.ReadableStream): Promise<string> {
     s.once("end", () => resolve(data));
     s.once("error", reject);
   });
+}
+/** An app's connection to the proxy: `app` is the app's end, `down` the proxy's (both closed after the test). */
+async function appConnection(): Promise<{ app: net.Socket; down: net.Socket }> {
+  const front = later(net.createServer({ allowHalfOpen: true }), (s) => new Promise((r) => s.close(r)));
+  await new Promise<void>((r) => front.listen(0, "127.0.0.1", r));
+  const accepted = once<net.Socket>(front, "connection");
+  const app = later(net.connect({ host: "127.0.0.1", port: (front.address() as net.AddressInfo).port, allowHalfOpen: true }), (s) => s.destroy());
+  app.on("error", () => undefined);
+  const down = later(await accepted, (s) => s.destroy());
+  down.on("error", () => undefined);
+  return { app, down };
 }
 function firstData(s: NodeJS.ReadableStream): Promise<string> {
   return new Promise((resolve) => s.once("data", (c: Buffer) => resolve(c.toString())));
@@ -350,6 +361,26 @@ describe("HbonePool", () => {
     expect(err.message).toBe("connect to 127.0.0.1:15008 timed out (maybe a NetworkPolicy is blocking HBONE port 15008)");
   });
 
+  it("a pooled connection whose server stops answering is dropped by the PING keepalive; its relays close the apps' sockets", async () => {
+    // The server listens in a namespace whose firewall can silence it: no FIN, no RST, no PONG, as a vanished node.
+    const ns = createNetns();
+    const silenced = later(new HboneTestServer(serverCert), (s) => s.close());
+    await listenInNetns({ netns: ns.path, host: "127.0.0.1", port: 0, server: silenced.server });
+    const port = (silenced.server.address() as net.AddressInfo).port;
+    const p = pool({ keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 }, (ip, prt, timeout) => connectTcp({ netns: ns.path, host: ip, port: prt, timeout }));
+    const { app, down } = await appConnection();
+    const { stream } = await p.connect({ cert: clientCert, expected: [SERVER], ip: "127.0.0.1", port }, headers());
+    const r = relay(down, stream);
+    const echoed = firstData(app);
+    app.write("before");
+    expect(await echoed).toBe("before");
+    const appClosed = new Promise<void>((resolve) => { app.resume(); app.once("close", () => resolve()); });
+    ns.exec("iptables", "-A", "OUTPUT", "-p", "tcp", "--sport", String(port), "-j", "DROP");
+    expect((await r.done)?.message).toMatch(/no PONG within 300 ms|HBONE connection was lost/);
+    await appClosed;
+    await waitFor(() => p.connectionCount === 0, "the pool to forget the dead connection");
+  });
+
   it("IPv6 destinations use bracketed authorities in messages", async () => {
     const err = await hboneError(pool({}, () => Promise.reject(Object.assign(new Error("connect ENETUNREACH"), { code: "ENETUNREACH" }))).connect({ cert: clientCert, expected: [SERVER], ip: "fd00::1", port: 15008 }, headers()));
     expect(err.message).toBe("connect to [fd00::1]:15008: connect ENETUNREACH");
@@ -382,14 +413,7 @@ describe("relay", () => {
   async function chain(): Promise<{ app: net.Socket; up: net.Socket; client: Relay; server: Relay }> {
     server = await startServer();
     const upstream = later(await new TcpUpstream(false).listen(), (u) => u.close());
-    const downstream = later(net.createServer({ allowHalfOpen: true }), (s) => new Promise((r) => s.close(r)));
-    await new Promise<void>((r) => downstream.listen(0, "127.0.0.1", r));
-    const accepted = once<net.Socket>(downstream, "connection");
-    const app = later(net.connect({ host: "127.0.0.1", port: (downstream.address() as net.AddressInfo).port, allowHalfOpen: true }), (s) => s.destroy());
-    app.on("error", () => undefined);
-    const down = await accepted;
-    down.on("error", () => undefined);
-    cleanups.push(() => down.destroy());
+    const { app, down } = await appConnection();
     const { stream } = await pool().connect(target(), headers(upstream.port));
     const client = relay(down, stream);
     const up = await upstream.accepted();

@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest";
 import pino from "pino";
 import { Registry } from "prom-client";
+import { waitFor } from "./helpers/wait.js";
 import { renderOpenMetrics, Telemetry, trafficLabels, type ConnectionInfo, type WorkloadInfo } from "../src/telemetry/index.js";
 
 type Line = Record<string, unknown>;
@@ -290,5 +291,32 @@ describe("other metrics", () => {
     expect(om).toContain("# TYPE istio_tcp_sockets_open gauge");
     expect(om.endsWith("# EOF\n")).toBe(true);
     expect(await t.registry.metrics()).toContain("# TYPE istio_tcp_connections_opened_total counter");
+  });
+});
+
+describe("HBONE refusals", () => {
+  it("every refusal is counted by reason; a flood is logged as one line at once and one summary per window", async () => {
+    const lines: Line[] = [];
+    const logger = pino({ level: "info" }, { write: (s: string) => void lines.push(JSON.parse(s) as Line) });
+    const t = new Telemetry({ logger, processMetrics: false, refusalLogWindowMs: 50 });
+    const count = async (reason: string) => (await t.metrics.hboneRefused.get()).values.find((v) => v.labels.reason === reason)?.value;
+    // Every reason has a series from the start.
+    for (const reason of ["connection_limit", "rapid_reset", "handshake_timeout", "protocol_error", "keepalive_timeout"]) expect(await count(reason)).toBe(0);
+    for (let i = 0; i < 1000; i++) t.hboneRefused("connection_limit", "shop/app", { peer: "spiffe://cluster.local/ns/x/sa/y" }, "too many connections");
+    t.hboneRefused("rapid_reset", "shop/app", {}, "rapid reset");
+    t.hboneRefused("connection_limit", "shop/other", {}, "too many connections");
+    expect(await count("connection_limit")).toBe(1001);
+    expect(await count("rapid_reset")).toBe(1);
+    // The first of each (pod, reason) at once …
+    expect(lines.map((l) => [l.pod, l.reason, l.msg])).toEqual([
+      ["shop/app", "connection_limit", "too many connections"], ["shop/app", "rapid_reset", "rapid reset"], ["shop/other", "connection_limit", "too many connections"],
+    ]);
+    expect(lines.every((l) => l.level === 40)).toBe(true);
+    // … and the 999 others in one summary line when the window ends.
+    await waitFor(() => lines.length === 4, "the summary line");
+    expect(lines[3]).toMatchObject({ pod: "shop/app", reason: "connection_limit", suppressed: 999, peer: "spiffe://cluster.local/ns/x/sa/y", msg: "too many connections (999 more like it in the last 50 ms)" });
+    // A new window starts with a line at once.
+    t.hboneRefused("connection_limit", "shop/app", {}, "too many connections");
+    expect(lines).toHaveLength(5);
   });
 });

@@ -1,13 +1,14 @@
 // The HBONE client of one pod: HTTP/2 connections over mTLS, shared per (source identity, expected destination
 // identities, destination address). A connection takes streams until one more would pass min(the pool limit, the
 // peer's MAX_CONCURRENT_STREAMS); then another one is dialled. Only one dial per key runs at a time, the others
-// wait for it. Idle connections are released, and a PING every 10 s (20 s without a PONG drops the connection)
-// keeps them honest.
+// wait for it. Idle connections are released, and a PING every 10 s (20 s without a PONG drops the connection, and
+// with it every stream on it: their relays then close the apps' sockets) keeps them honest.
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
 import type { Socket } from "node:net";
 import tls from "node:tls";
-import { Http2Defaults, formatAuthority } from "@ambit/protocol";
+import { formatAuthority } from "@ambit/protocol";
 import type { WorkloadCertificate } from "../identity/index.js";
+import { keepalive } from "./keepalive.js";
 import { ALPN_H2, clientTlsOptions, secureContextOf } from "./tls.js";
 
 export interface H2Settings {
@@ -16,6 +17,10 @@ export interface H2Settings {
   maxFrameSize: number;
   maxStreamsPerConnection: number;
   idleReleaseMs: number;
+  /** PING every this long (after the previous PONG) … */
+  keepaliveIntervalMs: number;
+  /** … and drop the connection when its PONG does not come within this long. */
+  keepaliveTimeoutMs: number;
 }
 
 /** Why a tunnel could not be opened; `flag` is the metrics response flag. */
@@ -40,7 +45,6 @@ interface PooledSession {
   session: ClientHttp2Session;
   active: number;
   idleTimer?: NodeJS.Timeout;
-  pingTimer?: NodeJS.Timeout;
 }
 
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -182,27 +186,11 @@ export class HbonePool {
     session.on("error", () => undefined); // reported through the streams
     session.once("close", () => this.forget(key, pooled));
     session.once("goaway", () => this.forget(key, pooled));
-    this.keepalive(pooled);
+    keepalive(session, { intervalMs: this.settings.keepaliveIntervalMs, timeoutMs: this.settings.keepaliveTimeoutMs });
     let list = this.sessions.get(key);
     if (!list) this.sessions.set(key, (list = []));
     list.push(pooled);
     return pooled;
-  }
-
-  private keepalive(p: PooledSession): void {
-    const schedule = () => {
-      p.pingTimer = setTimeout(() => {
-        const deadline = setTimeout(() => p.session.destroy(new Error(`HBONE keepalive: no PONG within ${Http2Defaults.pingTimeoutMs / 1000}s`)), Http2Defaults.pingTimeoutMs);
-        deadline.unref();
-        try {
-          p.session.ping((err) => { clearTimeout(deadline); if (!err) schedule(); });
-        } catch {
-          clearTimeout(deadline);
-        }
-      }, Http2Defaults.pingIntervalMs);
-      p.pingTimer.unref();
-    };
-    schedule();
   }
 
   private release(p: PooledSession): void {
@@ -213,7 +201,6 @@ export class HbonePool {
   }
 
   private forget(key: string, p: PooledSession): void {
-    clearTimeout(p.pingTimer);
     clearTimeout(p.idleTimer);
     const list = this.sessions.get(key);
     if (!list) return;

@@ -5,10 +5,12 @@ import { performance } from "node:perf_hooks";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { Logger } from "pino";
 import { accessFields, ACCESS_SCOPE, errorText, logComplete, logFailed, logOpened, type AccessFields } from "./access-log.js";
-import { trafficLabels, ZtunnelMetrics, type ConnectionInfo, type ResponseFlag, type TrafficLabels, type XdsTerminationReason } from "./metrics.js";
+import { trafficLabels, ZtunnelMetrics, type ConnectionInfo, type HboneRefusalReason, type ResponseFlag, type TrafficLabels, type XdsTerminationReason } from "./metrics.js";
+import { ThrottledLog } from "./throttled-log.js";
 
 export * from "./metrics.js";
 export * from "./access-log.js";
+export * from "./throttled-log.js";
 
 export interface TelemetryOptions {
   /** Where the metrics go; a new (non-global) registry when omitted. */
@@ -21,6 +23,8 @@ export interface TelemetryOptions {
   tag?: string;
   /** Also collect prom-client's process/Node.js metrics (open fds, memory, …) into the registry. Default true. */
   processMetrics?: boolean;
+  /** The window of the refusal warnings (one line at once, one summary per window per pod and reason). Default 10 s. */
+  refusalLogWindowMs?: number;
 }
 
 export class Telemetry {
@@ -29,12 +33,14 @@ export class Telemetry {
   /** The `access` logger; its level can be changed on its own (admin `/logging?level=access:debug`). */
   readonly accessLog: Logger;
   readonly clusterId: string | undefined;
+  private readonly refusalLog: ThrottledLog;
 
   constructor(o: TelemetryOptions) {
     this.registry = o.registry ?? new Registry();
     this.clusterId = o.clusterId || undefined;
     this.metrics = new ZtunnelMetrics(this.registry, o.tag || "unknown");
     this.accessLog = o.logger.child({ scope: ACCESS_SCOPE });
+    this.refusalLog = new ThrottledLog(o.logger, o.refusalLogWindowMs);
     if ((o.processMetrics ?? true) && !this.registry.getSingleMetric("process_cpu_user_seconds_total")) {
       collectDefaultMetrics({ register: this.registry });
     }
@@ -57,6 +63,15 @@ export class Telemetry {
   failed(info: ConnectionInfo, flag: ResponseFlag, error: string): void {
     this.metrics.failed.inc(trafficLabels(info, flag, this.clusterId));
     logFailed(this.accessLog, info, error);
+  }
+
+  /**
+   * The inbound HBONE server refused or dropped a connection (`ztunnel_hbone_refused_connections_total{reason}`++);
+   * warned without amplification: per pod and reason, one line at once and one summary per window.
+   */
+  hboneRefused(reason: HboneRefusalReason, pod: string, fields: object, msg: string): void {
+    this.metrics.hboneRefused.inc({ reason });
+    this.refusalLog.warn(`${pod}|${reason}`, { pod, reason, ...fields }, msg);
   }
 
   xdsTermination(reason: XdsTerminationReason): void {

@@ -123,6 +123,14 @@ export function trafficLabels(info: ConnectionInfo, flag: ResponseFlag = "-", cl
 
 export type XdsTerminationReason = "ConnectionError" | "Error" | "Reconnect" | "Complete";
 
+/**
+ * Why the inbound HBONE server (15008) refused or dropped a connection: too many connections of the peer's identity,
+ * too many streams reset before their answer (rapid reset), a TLS handshake not done in time, an HTTP/2 protocol
+ * violation (e.g. more concurrent streams than advertised), or no PONG to the keepalive PING.
+ */
+export const HBONE_REFUSAL_REASONS = ["connection_limit", "rapid_reset", "handshake_timeout", "protocol_error", "keepalive_timeout"] as const;
+export type HboneRefusalReason = (typeof HBONE_REFUSAL_REASONS)[number];
+
 /** Every metric ztunnel registers, created on one registry. */
 export class ZtunnelMetrics {
   readonly opened: Counter<TrafficLabel>;
@@ -139,6 +147,7 @@ export class ZtunnelMetrics {
   readonly pendingProxies: Gauge;
   readonly proxiesStarted: Counter;
   readonly proxiesStopped: Counter;
+  readonly hboneRefused: Counter<"reason">;
 
   constructor(readonly registry: Registry, tag: string) {
     const registers = [registry];
@@ -158,7 +167,9 @@ export class ZtunnelMetrics {
     this.pendingProxies = new Gauge({ name: "workload_manager_pending_proxy_count", help: "The current number of workload proxies waiting to start (unstable)", registers });
     this.proxiesStarted = new Counter({ name: "workload_manager_proxies_started_total", help: "The total number of workload proxies started (unstable)", registers });
     this.proxiesStopped = new Counter({ name: "workload_manager_proxies_stopped_total", help: "The total number of workload proxies stopped (unstable)", registers });
+    this.hboneRefused = new Counter({ name: "ztunnel_hbone_refused_connections_total", help: "Inbound HBONE connections refused or dropped by ztunnel's limits, by reason", labelNames: ["reason"], registers });
     // Series that exist from the start, so dashboards see zeros rather than gaps.
+    for (const reason of HBONE_REFUSAL_REASONS) this.hboneRefused.inc({ reason }, 0);
     this.socketsOpen.set({ reporter: "source" }, 0);
     this.socketsOpen.set({ reporter: "destination" }, 0);
   }
