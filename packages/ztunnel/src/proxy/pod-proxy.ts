@@ -1,13 +1,16 @@
 // The proxy of one enrolled pod: listeners 15001 (outbound capture), 15006 (inbound plaintext) and 15008 (inbound
 // HBONE) bound inside the pod's network namespace, outbound sockets created there too and marked 0x539, an HBONE
 // pool of its own, and the pod's inbound connections (re-checked when policies change). Removal drains: listeners
-// close at once, open connections get until the deadline.
+// close at once, open connections get until the deadline. Limits of the inbound HBONE server (README "Limits and
+// timeouts"): a TLS handshake deadline, SETTINGS_MAX_CONCURRENT_STREAMS, connections per peer identity, streams reset
+// before their answer, PING keepalive; every proxied socket has TCP keepalive and every relay a half-close bound.
 import { randomBytes } from "node:crypto";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import http2, { type Http2SecureServer, type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import net, { type Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import {
-  HboneHeaders, Http2Defaults, Ports, ZTUNNEL_SELF_PORTS, formatAuthority, formatBaggage, formatForwarded, formatSpiffeId, formatTraceparent,
+  HboneHeaders, Ports, ZTUNNEL_SELF_PORTS, formatAuthority, formatBaggage, formatForwarded, formatSpiffeId, formatTraceparent,
   ipToBytes, parseAuthority, workloadIdentity, type Identity, type ZdsWorkloadInfo,
 } from "@ambit/protocol";
 import { closeQuietly, connectTcp, getOriginalDst, listenInNetns } from "@ambit/sys";
@@ -16,12 +19,17 @@ import { authorize, type Connection } from "../rbac.js";
 import type { ConnectionInfo, ConnectionRecord, ResponseFlag } from "../telemetry/index.js";
 import type { Workload } from "../state.js";
 import type { ProxyContext } from "./context.js";
+import { KeepaliveTimeout, keepalive } from "./keepalive.js";
 import { HboneError, HbonePool } from "./pool.js";
-import { relay, type Relay } from "./relay.js";
+import { relay, type End, type Relay } from "./relay.js";
 import { route } from "./route.js";
 import { peerIdentity, serverTlsOptions } from "./tls.js";
 
 const UPSTREAM_CONNECT_TIMEOUT_MS = 10_000;
+/** The window of HBONE_MAX_EARLY_RESETS. */
+const EARLY_RESET_WINDOW_MS = 10_000;
+/** Session errors of the HTTP/2 layer that mean the peer broke the protocol (e.g. more streams than advertised). */
+const PROTOCOL_ERRORS = new Set(["ERR_HTTP2_ERROR", "ERR_HTTP2_TOO_MANY_INVALID_FRAMES"]);
 
 /** "::ffff:10.0.0.1" → "10.0.0.1". */
 const plainIp = (ip: string | undefined) => (ip ?? "").replace(/^::ffff:(?=\d+\.)/, "");
@@ -38,6 +46,10 @@ export class PodProxy {
   private readonly sessions = new Set<Http2Session>();
   private readonly relays = new Set<Relay>();
   private readonly inbound = new Set<InboundConnection>();
+  /** Open inbound HBONE connections per peer SPIFFE identity. */
+  private readonly peerConnections = new Map<string, number>();
+  /** Streams reset by the peer before their answer, per inbound HBONE connection, in the current window. */
+  private readonly earlyResets = new WeakMap<Http2Session, { count: number; since: number }>();
   private cached?: { generation: number; workload: Workload | undefined; identityUri?: string };
   private draining = false;
   private readonly onCertUpdate = (identity: string, cert: WorkloadCertificate) => {
@@ -52,8 +64,8 @@ export class PodProxy {
     readonly netns: number,
   ) {
     const { config } = ctx;
-    this.pool = new HbonePool(config.h2, (ip, port, timeout) =>
-      connectTcp({ netns, host: ip, port, mark: config.packetMark, timeout, allowHalfOpen: true }));
+    this.pool = new HbonePool(config.h2, async (ip, port, timeout) =>
+      this.tcpKeepalive(await connectTcp({ netns, host: ip, port, mark: config.packetMark, timeout, allowHalfOpen: true })));
     ctx.certs.on("updated", this.onCertUpdate);
   }
 
@@ -87,7 +99,9 @@ export class PodProxy {
     this.ctx.certs.prefetch(this.identityUri);
     const host = this.ctx.config.ipv6 ? "::" : "0.0.0.0";
     const listen = async (port: number, onConnection: (s: Socket) => void) => {
-      const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, onConnection);
+      // Plain TCP carries half-close through; HBONE has its own (END_STREAM), so a FIN there means the peer is gone.
+      const allowHalfOpen = port !== Ports.hbone;
+      const server = net.createServer({ allowHalfOpen, pauseOnConnect: true, noDelay: true }, (s) => onConnection(this.tcpKeepalive(s)));
       const opts = { netns: this.netns, port, mark: this.ctx.config.packetMark, reusePort: true, backlog: 128, server };
       try {
         await listenInNetns({ ...opts, host });
@@ -121,6 +135,17 @@ export class PodProxy {
 
   get name(): string {
     return `${this.info.namespace}/${this.info.name}`;
+  }
+
+  /** TCP keepalive (KEEPALIVE_TIME), so a peer that vanished without a FIN is noticed by the kernel. */
+  private tcpKeepalive(s: Socket): Socket {
+    const ms = this.ctx.config.tcpKeepaliveMs;
+    if (ms !== null) s.setKeepAlive(true, ms);
+    return s;
+  }
+
+  private relay(a: End, b: End): Relay {
+    return relay(a, b, { halfCloseIdleMs: this.ctx.config.halfCloseIdleMs });
   }
 
   get connectionCount(): number {
@@ -210,8 +235,9 @@ export class PodProxy {
         return;
       }
       upstream.setNoDelay(true);
+      this.tcpKeepalive(upstream);
       const record = ctx.telemetry.open(info);
-      this.track(relay(downstream, upstream), record, () => ({ sent: downstream.bytesWritten, received: downstream.bytesRead }));
+      this.track(this.relay(downstream, upstream), record, () => ({ sent: downstream.bytesWritten, received: downstream.bytesRead }));
       downstream.resume();
       return;
     }
@@ -240,7 +266,7 @@ export class PodProxy {
       const { stream } = await this.pool.connect({ cert, expected: r.expected, ip: r.ip, port: r.port }, headers);
       if (downstream.destroyed) { stream.close(http2.constants.NGHTTP2_CANCEL); return; }
       const record = ctx.telemetry.open(info);
-      this.track(relay(downstream, stream), record, () => ({ sent: downstream.bytesWritten, received: downstream.bytesRead }));
+      this.track(this.relay(downstream, stream), record, () => ({ sent: downstream.bytesWritten, received: downstream.bytesRead }));
       downstream.resume();
     } catch (err) {
       const flag: ResponseFlag = err instanceof HboneError ? err.flag : "CONNECT";
@@ -287,7 +313,7 @@ export class PodProxy {
       return;
     }
     const record = this.ctx.telemetry.open(info);
-    const r = relay(downstream, upstream);
+    const r = this.relay(downstream, upstream);
     this.track(r, record, () => ({ sent: upstream.bytesRead, received: upstream.bytesWritten }), { relay: r, authz });
     downstream.resume();
   }
@@ -313,12 +339,14 @@ export class PodProxy {
   private async hboneServer(): Promise<Http2SecureServer> {
     const cert = await this.ctx.certs.fetch(this.identityUri);
     if (this.hbone) return this.hbone;
-    const { h2 } = this.ctx.config;
+    const { h2, hbone } = this.ctx.config;
     const server = http2.createSecureServer({
       ...serverTlsOptions(cert),
       allowHTTP1: false,
       maxSessionMemory: 64,
-      settings: { initialWindowSize: h2.streamWindow, maxFrameSize: h2.maxFrameSize, maxConcurrentStreams: Http2Defaults.serverMaxStreams, maxHeaderListSize: 64 * 1024, enablePush: false },
+      handshakeTimeout: hbone.handshakeTimeoutMs,
+      // Enforced by the HTTP/2 layer: a peer that opens more loses the connection (GOAWAY PROTOCOL_ERROR).
+      settings: { initialWindowSize: h2.streamWindow, maxFrameSize: h2.maxFrameSize, maxConcurrentStreams: hbone.maxStreamsPerConnection, maxHeaderListSize: 64 * 1024, enablePush: false },
     });
     server.on("secureConnection", (tlsSocket: TLSSocket) => {
       // The client's trust domain must be ours.
@@ -328,21 +356,68 @@ export class PodProxy {
         tlsSocket.destroy();
       }
     });
-    server.on("session", (session) => {
-      this.sessions.add(session);
-      session.once("close", () => this.sessions.delete(session));
-      session.on("error", () => undefined);
-      session.setLocalWindowSize(h2.connectionWindow);
-    });
+    server.on("session", (session) => this.onSession(session));
     server.on("stream", (stream, headers) => this.guard(this.connect(stream, headers), stream));
-    server.on("tlsClientError", () => undefined);
+    server.on("tlsClientError", (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+      if (err.code === "ERR_TLS_HANDSHAKE_TIMEOUT") {
+        this.ctx.telemetry.hboneRefused("handshake_timeout", this.name, { peerAddr: plainIp(socket.remoteAddress) }, `inbound HBONE: TLS handshake not done within ${hbone.handshakeTimeoutMs} ms: connection closed`);
+      }
+    });
     this.hbone = server;
     return server;
   }
 
+  /** A new inbound HBONE connection: the per-identity cap, PING keepalive, and the count of its protocol errors. */
+  private onSession(session: Http2Session): void {
+    const { h2, hbone } = this.ctx.config;
+    const tlsSocket = session.socket as TLSSocket;
+    const peer = peerIdentity(tlsSocket)?.uri ?? "";
+    const log = { peer, peerAddr: plainIp(tlsSocket.remoteAddress) };
+    session.on("error", (err: NodeJS.ErrnoException) => {
+      if (err instanceof KeepaliveTimeout) this.ctx.telemetry.hboneRefused("keepalive_timeout", this.name, log, `inbound HBONE: ${err.message}: connection closed`);
+      else if (PROTOCOL_ERRORS.has(err.code ?? "")) this.ctx.telemetry.hboneRefused("protocol_error", this.name, { ...log, err: err.message }, "inbound HBONE: HTTP/2 protocol error (e.g. more concurrent streams than advertised): connection closed");
+    });
+    const open = this.peerConnections.get(peer) ?? 0;
+    if (open >= hbone.maxConnectionsPerIdentity) {
+      this.ctx.telemetry.hboneRefused("connection_limit", this.name, log, `inbound HBONE: ${peer || "a peer"} already has ${open} connections (HBONE_MAX_CONNECTIONS_PER_IDENTITY): connection refused`);
+      calmDown(session);
+      return;
+    }
+    this.peerConnections.set(peer, open + 1);
+    this.sessions.add(session);
+    session.once("close", () => {
+      this.sessions.delete(session);
+      const n = (this.peerConnections.get(peer) ?? 1) - 1;
+      if (n > 0) this.peerConnections.set(peer, n);
+      else this.peerConnections.delete(peer);
+    });
+    this.earlyResets.set(session, { count: 0, since: Date.now() });
+    session.setLocalWindowSize(h2.connectionWindow);
+    keepalive(session, { intervalMs: h2.keepaliveIntervalMs, timeoutMs: h2.keepaliveTimeoutMs });
+  }
+
+  /**
+   * The peer reset a stream before it was answered (before or during the app dial). Past HBONE_MAX_EARLY_RESETS in a
+   * window the connection is closed with GOAWAY ENHANCE_YOUR_CALM: a HEADERS + RST_STREAM flood (rapid reset) cannot
+   * make us work, or dial the app, without bound.
+   */
+  private earlyReset(session: Http2Session): void {
+    const r = this.earlyResets.get(session);
+    if (!r || session.destroyed) return;
+    const now = Date.now();
+    if (now - r.since > EARLY_RESET_WINDOW_MS) { r.since = now; r.count = 0; }
+    const max = this.ctx.config.hbone.maxEarlyResets;
+    if (++r.count <= max) return;
+    const tlsSocket = session.socket as TLSSocket;
+    this.ctx.telemetry.hboneRefused("rapid_reset", this.name, { peer: peerIdentity(tlsSocket)?.uri ?? null, peerAddr: plainIp(tlsSocket.remoteAddress) },
+      `inbound HBONE: more than ${max} streams reset before their answer within ${EARLY_RESET_WINDOW_MS} ms (HBONE_MAX_EARLY_RESETS): connection closed`);
+    calmDown(session);
+  }
+
   private async connect(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Promise<void> {
     stream.on("error", () => undefined);
-    const tlsSocket = stream.session?.socket as TLSSocket | undefined;
+    const session = stream.session!;
+    const tlsSocket = session.socket as TLSSocket | undefined;
     const peer = tlsSocket ? peerIdentity(tlsSocket) : null;
     const srcIp = plainIp(tlsSocket?.remoteAddress);
     const localIp = plainIp(tlsSocket?.localAddress);
@@ -370,12 +445,23 @@ export class PodProxy {
     const authz: Connection = { srcIp: ipToBytes(srcIp), dstIp: ipToBytes(localIp), dstPort: target.port, srcIdentity: peer?.id ?? null };
     const denial = this.authorize(local, authz);
     if (denial) return refuse(401, "DENY", denial);
-    const upstream = await this.connectApp(srcIp, localIp, target.port).catch((err: Error) => err);
+    // The frames read together with this HEADERS are handled after one turn: a stream already reset is not dialled.
+    await nextTurn();
+    if (stream.closed || stream.destroyed) return this.earlyReset(session);
+    // A reset during the dial aborts it.
+    const dial = new AbortController();
+    const abortDial = () => dial.abort();
+    stream.once("close", abortDial);
+    const upstream = await this.connectApp(srcIp, localIp, target.port, dial.signal).catch((err: Error) => err);
+    stream.off("close", abortDial);
+    if (stream.closed || stream.destroyed) {
+      if (!(upstream instanceof Error)) upstream.destroy();
+      return this.earlyReset(session);
+    }
     if (upstream instanceof Error) return refuse(503, "CONNECT", `upstream ${authority}: ${upstream.message}`);
-    if (stream.destroyed) { upstream.destroy(); return; }
     stream.respond({ ":status": 200, [HboneHeaders.baggage]: baggageOf(local, this.ctx.config.clusterId) });
     const record = this.ctx.telemetry.open(info);
-    const r = relay(stream, upstream);
+    const r = this.relay(stream, upstream);
     this.track(r, record, () => ({ sent: upstream.bytesRead, received: upstream.bytesWritten }), { relay: r, authz });
   }
 
@@ -394,9 +480,9 @@ export class PodProxy {
   }
 
   /** Connects to the app inside the pod, from the original client's address when that can be spoofed. */
-  private async connectApp(srcIp: string, dstIp: string, port: number): Promise<Socket> {
+  private async connectApp(srcIp: string, dstIp: string, port: number, signal?: AbortSignal): Promise<Socket> {
     const { config } = this.ctx;
-    const base = { netns: this.netns, host: dstIp, port, mark: config.packetMark, timeout: UPSTREAM_CONNECT_TIMEOUT_MS, allowHalfOpen: true };
+    const base = { netns: this.netns, host: dstIp, port, mark: config.packetMark, timeout: UPSTREAM_CONNECT_TIMEOUT_MS, allowHalfOpen: true, ...(signal ? { signal } : {}) };
     const spoof = config.origSrc !== "false" && srcIp && srcIp.includes(":") === dstIp.includes(":") && srcIp !== dstIp;
     let socket: Socket;
     if (spoof) {
@@ -410,13 +496,19 @@ export class PodProxy {
       socket = await connectTcp(base);
     }
     socket.setNoDelay(true);
-    return socket;
+    return this.tcpKeepalive(socket);
   }
 
   /** For the config dump. */
   dump(): object {
     return { uid: this.uid, name: this.info.name, namespace: this.info.namespace, serviceAccount: this.info.serviceAccount, identity: this.identityUri, connections: this.relays.size, hboneConnections: this.pool.connectionCount, state: this.draining ? "draining" : "up" };
   }
+}
+
+/** GOAWAY ENHANCE_YOUR_CALM, then the connection and its streams are destroyed (destroy() alone would say NO_ERROR). */
+function calmDown(session: Http2Session): void {
+  session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  session.destroy();
 }
 
 function baggageOf(w: Workload | undefined, clusterId: string): string {

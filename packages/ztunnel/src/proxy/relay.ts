@@ -5,7 +5,8 @@ import { constants as h2c, type Http2Stream } from "node:http2";
 import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 
-type End = Socket | Http2Stream;
+/** One side of a relay: a TCP socket or an HTTP/2 CONNECT stream. */
+export type End = Socket | Http2Stream;
 
 function isStream(s: End): s is Http2Stream {
   return !(s instanceof Socket);
@@ -55,40 +56,71 @@ export interface Relay {
   destroy(reason: Error): void;
 }
 
-export function relay(a: End, b: End): Relay {
+export interface RelayOptions {
+  /**
+   * Once the relay is half-closed (a FIN passed one way, or one side closed), both sides are ended when no byte moved
+   * for this long, so a peer that half-closes and goes silent cannot pin the other side. Unset: no bound.
+   */
+  halfCloseIdleMs?: number;
+}
+
+/** TCP after its peer is gone: the FIN (and what is still queued) goes out, then the socket is closed, as close() would. */
+function closeWhenFlushed(s: Socket): void {
+  if (s.writableFinished) s.destroy();
+  else s.once("finish", () => s.destroy());
+}
+
+export function relay(a: End, b: End, opts: RelayOptions = {}): Relay {
   let error: Error | undefined;
   let resolveDone!: (e: Error | undefined) => void;
   const done = new Promise<Error | undefined>((r) => (resolveDone = r));
   let open = 2;
+  let idle: NodeJS.Timeout | undefined;
+  const destroy = (reason: Error) => {
+    error ??= reason;
+    abort(a);
+    abort(b);
+  };
+  const halfClosed = () => {
+    const ms = opts.halfCloseIdleMs;
+    if (idle || ms === undefined || open === 0) return;
+    idle = setTimeout(() => destroy(new Error(`half-closed connection idle for ${ms} ms`)), ms);
+    idle.unref();
+    const touch = () => idle!.refresh();
+    a.on("data", touch);
+    b.on("data", touch);
+  };
   const onClose = () => {
-    if (--open === 0) resolveDone(error);
+    if (--open > 0) return;
+    clearTimeout(idle);
+    resolveDone(error);
   };
   const wire = (from: End, to: End) => {
+    // A stream's session, kept: at 'close' the stream no longer has it, and its state tells a lost connection from a reset.
+    const session = isStream(from) ? from.session : undefined;
     if (isStream(from) && !isStream(to)) coalesce(from, to);
     else (from as Duplex).pipe(to as Duplex);
+    from.once("end", halfClosed);
     from.on("error", (err: Error) => {
       error ??= err;
       abort(to);
     });
     from.on("close", () => {
-      if (isStream(from) && failedStream(from)) {
-        error ??= new Error(`tunnel reset (code ${from.rstCode})`);
+      if (isStream(from) && (failedStream(from) || session?.destroyed)) {
+        // Reset with an error code, or its whole HBONE connection is gone (peer vanished, keepalive, drain deadline).
+        error ??= new Error(failedStream(from) ? `tunnel reset (code ${from.rstCode})` : "the HBONE connection was lost");
         abort(to);
-      } else if (!from.readableEnded && !(to as Duplex).writableEnded) {
-        // Closed without a FIN reaching us (e.g. the stream was reset with CANCEL): end the other side cleanly.
-        (to as Duplex).end();
+      } else if (!to.destroyed) {
+        // `from` is gone (e.g. a stream reset with CANCEL): nothing `to` sends can be delivered any more. Pass the FIN
+        // on; a socket is then closed once it is written, and a stream gets the half-close bound.
+        if (!(to as Duplex).writableEnded) (to as Duplex).end();
+        if (!isStream(to)) closeWhenFlushed(to);
+        else halfClosed();
       }
       onClose();
     });
   };
   wire(a, b);
   wire(b, a);
-  return {
-    done,
-    destroy(reason: Error) {
-      error ??= reason;
-      abort(a);
-      abort(b);
-    },
-  };
+  return { done, destroy };
 }
