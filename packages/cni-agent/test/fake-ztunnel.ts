@@ -67,7 +67,7 @@ export class FakeZtunnel {
   }
 
   /** The next request, decoded with ztunnel's rules (fd count checked). */
-  async next(timeoutMs = 3000): Promise<Received> {
+  async next(timeoutMs = 20_000): Promise<Received> {
     const deadline = Date.now() + timeoutMs;
     while (this.#inbox.length === 0) {
       if (this.isClosed) throw new Error("fake ztunnel: connection closed while waiting for a request");

@@ -155,14 +155,13 @@ describe("cleanupPods (real netns, real iptables)", () => {
   it("keeps its deadline when a step hangs, and reports what is unfinished", async () => {
     const a = createNetns();
     await applyRules(a, OPTS);
-    const t0 = Date.now();
+    // A step that never ends: cleanupPods returns at all only because its deadline came.
     const report = await cleanupPods({
       targets: [{ key: "shop/a", netns: a }, { key: "shop/hung", after: new Promise(() => undefined) }],
       removeAnnotation: async () => true,
       deadlineMs: 1500,
       log: () => undefined,
     });
-    expect(Date.now() - t0).toBeLessThan(3000);
     expect(report.unfinished).toEqual(["shop/hung"]);
     expect((await inspectRules(a, OPTS)).present).toBe(false);
   });

@@ -47,8 +47,11 @@ function nsInode(fdOrPath: number | string): number {
   return typeof fdOrPath === "number" ? fs.fstatSync(fdOrPath).ino : fs.statSync(fdOrPath).ino;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** A logger that counts the requests the server has sent (its "ZDS request sent" debug line, logged as it sends). */
+function sendCounter(): { logger: ZdsLogger; sent: () => number } {
+  let sent = 0;
+  const noop = (): void => undefined;
+  return { logger: { debug: (_obj, msg) => void (msg === "ZDS request sent" && sent++), info: noop, warn: noop, error: noop }, sent: () => sent };
 }
 
 // ---- the tests ----
@@ -97,7 +100,8 @@ const info = (name: string) => ({ name, namespace: "default", serviceAccount: `s
 
 describe("ZdsServer handshake and snapshot", () => {
   it("replays known pods as Add (one netns fd each) or Keep, waiting for each ack, then SnapshotSent", async () => {
-    const server = await startServer();
+    const { logger, sent } = sendCounter();
+    const server = await startServer({ logger });
     const acked = new Promise<number>((resolve) => server.once("snapshot-acked", ({ id }) => resolve(id)));
     server.setPod("uid-a", info("a"), openNetns(nsA));
     server.setPod("uid-b", info("b"), openNetns(nsB));
@@ -110,8 +114,8 @@ describe("ZdsServer handshake and snapshot", () => {
     expect(first.fds).toHaveLength(1);
     expect(isNetnsFd(first.fds[0]!)).toBe(true);
     expect(nsInode(first.fds[0]!)).toBe(nsInode(nsA));
-    // One request in flight: nothing more arrives before the ack.
-    await sleep(50);
+    // One request in flight: the server has sent nothing more before the ack.
+    expect(sent()).toBe(1);
     expect(client.pending).toBe(0);
     await client.ack();
 
@@ -249,14 +253,16 @@ describe("ZdsServer steady state", () => {
   });
 
   it("serializes requests per connection: one outstanding, the rest queued in order", async () => {
-    const server = await startServer();
+    const { logger, sent } = sendCounter();
+    const server = await startServer({ logger });
     const client = await connect(server);
     await client.takeSnapshot();
+    const snapshot = sent();
     const p1 = server.addWorkload({ uid: "uid-a", info: info("a"), netnsFd: openNetns(nsA) });
     const p2 = server.delWorkload("uid-x");
     const p3 = server.addWorkload({ uid: "uid-b", info: info("b"), netnsFd: openNetns(nsB) });
     expect((await client.next()).req).toMatchObject({ kind: "add", uid: "uid-a" });
-    await sleep(50);
+    expect(sent() - snapshot).toBe(1); // the other two wait for the ack
     expect(client.pending).toBe(0);
     await client.ack();
     expect((await client.next()).req).toEqual({ kind: "del", uid: "uid-x" });

@@ -189,6 +189,7 @@ export class Connection {
         this.drop(err.reason, err);
       }, this.host.ackTimeoutMs);
       this.#inFlight = { item, req: msg.req, timer };
+      this.host.log.debug({ conn: this.id, uid: item.uid, kind: msg.req.kind }, "ZDS request sent");
       this.socket.send(msg.data, msg.fds).catch((err: Error) => this.drop(`send failed: ${err.message}`));
     }
   }
