@@ -246,6 +246,49 @@ describe("AuthorizationPolicy → Authorization", () => {
       });
     });
 
+    describe("a when condition Istio would reject at admission", () => {
+      const ok = { from: [{ source: { namespaces: ["ok"] } }] };
+      const okRule = { clauses: [{ matches: [{ namespaces: [{ exact: "ok" }] }] }] };
+      const cases: [string, PolicyRule["when"], string][] = [
+        ["without values or notValues (an L4 key)", [{ key: "destination.port" }], "rules[0].when[0] (destination.port) has neither values nor notValues"],
+        ["with empty values and notValues (an HTTP key)", [{ key: "request.headers[x]", values: [], notValues: [] }], "rules[0].when[0] (request.headers[x]) has neither values nor notValues"],
+        ["with a mistyped key", [{ key: "source.ip", values: ["10.0.0.1"] }, { key: "source.namespaces", values: ["evil"] }], 'rules[0].when[1] has an unknown key "source.namespaces"'],
+        ["with a key of the wrong case", [{ key: "Source.IP", values: ["10.0.0.1"] }], 'rules[0].when[0] has an unknown key "Source.IP"'],
+        ["with a header key without a name", [{ key: "request.headers[]", values: ["x"] }], 'rules[0].when[0] has an unknown key "request.headers[]"'],
+        ["with a claim key without brackets", [{ key: "request.auth.claims", values: ["x"] }], 'rules[0].when[0] has an unknown key "request.auth.claims"'],
+      ];
+
+      it.each(cases)("ALLOW: a condition %s omits the rule (it allows nothing) and the status names it", (_what, when, problem) => {
+        const t = convertAuthorizationPolicy(policy({ rules: [{ when }, ok] }), ROOT);
+        expect(wire(t.authorization)).toEqual({ name: "p", namespace: "app", scope: Scope.NAMESPACE, rules: [okRule] });
+        expect(t.condition).toEqual({ type: "ZtunnelAccepted", status: "False", reason: "UnsupportedValue",
+          message: `rules[0] is invalid (${problem}): it is omitted, so it allows nothing until fixed` });
+      });
+
+      it.each(cases)("DENY: a condition %s denies everything in scope (never dropped as an HTTP attribute) and the status names it", (_what, when, problem) => {
+        const t = convertAuthorizationPolicy(policy({ selector: { matchLabels: { app: "db" } }, action: "DENY", rules: [{ when }, ok] }), ROOT);
+        expect(wire(t.authorization)).toEqual({ name: "p", namespace: "app", scope: Scope.WORKLOAD_SELECTOR, action: Action.DENY, rules: [{}, okRule] });
+        expect(t.condition).toEqual({ type: "ZtunnelAccepted", status: "False", reason: "UnsupportedValue",
+          message: `rules[0] is invalid (${problem}): it denies all traffic in the policy's scope until fixed` });
+      });
+
+      it.each([
+        "connection.sni", "remote.ip", "source.serviceAccount", "source.trustDomain", "request.auth.principal", "request.auth.audiences",
+        "request.auth.presenter", "request.headers[User-Agent]", "request.auth.claims[iss]", "request.auth.claims[groups][admin]",
+        "experimental.envoy.filters.network.mysql_proxy[db.table]",
+      ])("accepts Istio's key %s, which ztunnel cannot check (a DENY rule with only it has no effect)", (key) => {
+        const t = convertAuthorizationPolicy(policy({ action: "DENY", rules: [{ when: [{ key, notValues: ["x"] }] }] }), ROOT);
+        expect(wire(t.authorization)).toEqual({ name: "p", namespace: "app", scope: Scope.NAMESPACE, action: Action.DENY });
+        expect(t.condition!.message).toBe(`rules[0] cannot match at ztunnel without its HTTP attributes (when.${key}): it has no effect there; deploy a waypoint to enforce it`);
+      });
+
+      it("names a bad value of an L4 condition by its index and key", () => {
+        const t = convertAuthorizationPolicy(policy({ action: "DENY", rules: [{ when: [{ key: "source.ip", values: ["10.0.0.1"] }, { key: "destination.port", notValues: ["http"] }] }] }), ROOT);
+        expect(wire(t.authorization).rules).toEqual([{}]);
+        expect(t.condition!.message).toBe('rules[0] is invalid (rules[0].when[1] (destination.port) "http" is not a port number (1-65535)): it denies all traffic in the policy\'s scope until fixed');
+      });
+    });
+
     it("turns a malformed DENY rule into one that denies everything in scope", () => {
       const t = convertAuthorizationPolicy(policy({ action: "DENY", rules: [{ to: [{ operation: { ports: ["http"] } }] }] }), ROOT);
       expect(wire(t.authorization).rules).toEqual([{}]); // a rule without clauses matches everything

@@ -8,6 +8,7 @@
 //     (more broadly). An entry that had only L7 attributes matches nothing (it is never widened to "everything"),
 //     and a rule left with nothing L4 to check has no effect at ztunnel. A rule holding a value that cannot be read
 //     or an unknown field denies everything in the policy's scope until it is fixed (it never becomes narrower).
+//   - A `when` condition with a key Istio does not know, or without values and notValues, is such a value.
 // Every such change is reported in the result's `status`, which the controller writes on the object.
 import { isIPv4, isIPv6 } from "node:net";
 import { ipToBytes, istio, policyResourceName } from "@ambit/protocol";
@@ -82,6 +83,15 @@ const KNOWN = {
   when: ["key", "values", "notValues"],
 } satisfies Record<string, string[]>;
 const L4_WHEN = new Set(["source.ip", "source.namespace", "source.principal", "destination.ip", "destination.port"]);
+/**
+ * Every `when` key Istio accepts (its validation rejects any other): the L4 keys above, which ztunnel checks, and
+ * those it cannot check (handled as HTTP attributes). A key outside this list is a typo or from a newer Istio, and
+ * must not be read as an HTTP attribute that a DENY rule can drop.
+ */
+const OTHER_WHEN = new Set(["connection.sni", "remote.ip", "source.serviceAccount", "source.trustDomain",
+  "request.auth.principal", "request.auth.audiences", "request.auth.presenter"]);
+const MAP_WHEN = [/^request\.headers\[[^[\]]+\]$/, /^request\.auth\.claims(\[[^[\]]+\])+$/, /^experimental\.envoy\.filters\.[^[\]]+\[[^[\]]+\]$/];
+const knownWhenKey = (key: string) => L4_WHEN.has(key) || OTHER_WHEN.has(key) || MAP_WHEN.some((re) => re.test(key));
 
 class BadValue extends Error {}
 
@@ -151,8 +161,17 @@ function operationMatch(o: Operation, i: number): Match {
   return m;
 }
 
-function whenMatch(c: Condition, i: number): Match {
-  const w = `rules[${i}].when[${c.key}]`;
+/** Istio's admission checks of each condition: a known key, and at least one of values or notValues. */
+function checkConditions(rule: PolicyRule, i: number): void {
+  (rule.when ?? []).forEach((c, j) => {
+    const w = `rules[${i}].when[${j}]`;
+    if (typeof c.key !== "string" || !knownWhenKey(c.key)) throw new BadValue(`${w} has an unknown key ${JSON.stringify(c.key)}`);
+    if (!c.values?.length && !c.notValues?.length) throw new BadValue(`${w} (${c.key}) has neither values nor notValues`);
+  });
+}
+
+function whenMatch(c: Condition, i: number, j: number): Match {
+  const w = `rules[${i}].when[${j}] (${c.key})`;
   const m: Match = {};
   const v = c.values;
   const nv = c.notValues;
@@ -245,10 +264,10 @@ function convertRule(rule: PolicyRule, ns: string, i: number): Converted {
   };
   clause("to", rule.to, (t) => operationMatch(t.operation ?? {}, i), (t) => l7OfOperation(t.operation));
   clause("from", rule.from, (f) => sourceMatch(f.source ?? {}, ns, i), (f) => l7OfSource(f.source));
-  for (const c of rule.when ?? []) {
-    if (L4_WHEN.has(c.key)) clauses.push({ matches: [whenMatch(c, i)] });
+  (rule.when ?? []).forEach((c, j) => {
+    if (L4_WHEN.has(c.key)) clauses.push({ matches: [whenMatch(c, i, j)] });
     else stripped.push(`when.${c.key}`);
-  }
+  });
   const nothingLeft = !clauses.length && (stripped.length > 0 || inert.length > 0);
   return { rule: unmatchable || nothingLeft ? null : { clauses }, stripped: [...new Set(stripped)], inert };
 }
@@ -338,13 +357,15 @@ export function convertAuthorizationPolicy(p: AuthorizationPolicy, rootNamespace
     const at = `rules[${i}]`;
     const unknown = unknownRuleFields(rule, at);
     if (unknown.length) return failClosed(at, `has ${unknown.length > 1 ? "unknown fields" : "an unknown field"} (${unknown.join(", ")})`);
-    const l7 = l7Attributes(rule);
-    if (action === "ALLOW" && l7.length) {
-      notes.push(`${at} uses HTTP attributes (${l7.join(", ")}) that ztunnel cannot check: it is omitted, so it allows nothing, which is more restrictive than requested; deploy a waypoint to enforce it`);
-      return;
-    }
     let converted: Converted;
+    let l7: string[];
     try {
+      checkConditions(rule, i);
+      l7 = l7Attributes(rule);
+      if (action === "ALLOW" && l7.length) {
+        notes.push(`${at} uses HTTP attributes (${l7.join(", ")}) that ztunnel cannot check: it is omitted, so it allows nothing, which is more restrictive than requested; deploy a waypoint to enforce it`);
+        return;
+      }
       converted = convertRule(rule, namespace, i);
     } catch (err) {
       if (!(err instanceof BadValue)) throw err;
