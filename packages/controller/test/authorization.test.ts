@@ -289,6 +289,46 @@ describe("AuthorizationPolicy → Authorization", () => {
       });
     });
 
+    describe("a target Istio would reject at admission: neither a selector policy nor a waypoint policy", () => {
+      const invalid = (why: string) => ({ type: "ZtunnelAccepted", status: "False", reason: "Invalid",
+        message: `the policy cannot be read (${why}): its workloads allow nothing until it is fixed` });
+      const db = { matchLabels: { app: "db" } };
+      const deny = { action: "DENY", rules: [{ from: [{ source: { namespaces: ["evil"] } }] }] };
+
+      it.each([
+        ["a stray targetRef: {}", { selector: db, targetRef: {}, ...deny }, "spec.selector and spec.targetRef cannot both be set"],
+        ["a stray targetRefs: [{}]", { selector: db, targetRefs: [{}], ...deny }, "spec.selector and spec.targetRefs cannot both be set"],
+        ["a valid targetRef", { selector: db, targetRef: { kind: "Service", name: "db" }, ...deny }, "spec.selector and spec.targetRef cannot both be set"],
+      ])("a selector with %s: allows nothing on the selected workloads, and the status says why", (_what, spec, why) => {
+        const t = convertAuthorizationPolicy(policy(spec as AuthorizationPolicy["spec"]), ROOT);
+        expect(wire(t.authorization)).toEqual({ name: "p", namespace: "app", scope: Scope.WORKLOAD_SELECTOR });
+        expect(t.condition).toEqual(invalid(why));
+      });
+
+      it.each([
+        ["targetRef: {}", { targetRef: {}, ...deny }, "spec.targetRef needs a kind and a name"],
+        ["a targetRef without a name", { targetRef: { kind: "Service", name: "" }, ...deny }, "spec.targetRef needs a kind and a name"],
+        ["targetRefs with two bad entries", { targetRefs: [{ kind: "Gateway", name: "wp" }, { name: "x" }, { kind: "Service" }] }, "spec.targetRefs[1], spec.targetRefs[2] need a kind and a name"],
+        ["both targetRef and targetRefs", { targetRef: { kind: "Service", name: "a" }, targetRefs: [{ kind: "Service", name: "b" }] }, "spec.targetRef and spec.targetRefs cannot both be set"],
+        ["an empty selector and a targetRef", { selector: { matchLabels: {} }, targetRef: { kind: "Service", name: "a" } }, "spec.selector and spec.targetRef cannot both be set"],
+      ])("%s: allows nothing in the namespace, and the status says why", (_what, spec, why) => {
+        const t = convertAuthorizationPolicy(policy(spec as AuthorizationPolicy["spec"]), ROOT);
+        expect(wire(t.authorization)).toEqual({ name: "p", namespace: "app", scope: Scope.NAMESPACE });
+        expect(t.condition).toEqual(invalid(why));
+      });
+
+      it("an empty targetRefs list is no target: the selector policy is enforced", () => {
+        const t = convertAuthorizationPolicy(policy({ selector: db, targetRefs: [], ...deny }), ROOT);
+        expect(wire(t.authorization)).toMatchObject({ scope: Scope.WORKLOAD_SELECTOR, action: Action.DENY, rules: [{ clauses: [{ matches: [{ namespaces: [{ exact: "evil" }] }] }] }] });
+        expect(t.condition!.status).toBe("True");
+      });
+    });
+
+    it("an invalid policy with an empty selector is namespace-wide (a selector scope with no labels would select nothing)", () => {
+      const t = convertAuthorizationPolicy(policy({ selector: { matchLabels: {} }, typo: 1 } as AuthorizationPolicy["spec"]), ROOT);
+      expect(wire(t.authorization)).toEqual({ name: "p", namespace: "app", scope: Scope.NAMESPACE });
+    });
+
     it("turns a malformed DENY rule into one that denies everything in scope", () => {
       const t = convertAuthorizationPolicy(policy({ action: "DENY", rules: [{ to: [{ operation: { ports: ["http"] } }] }] }), ROOT);
       expect(wire(t.authorization).rules).toEqual([{}]); // a rule without clauses matches everything

@@ -9,6 +9,8 @@
 //     and a rule left with nothing L4 to check has no effect at ztunnel. A rule holding a value that cannot be read
 //     or an unknown field denies everything in the policy's scope until it is fixed (it never becomes narrower).
 //   - A `when` condition with a key Istio does not know, or without values and notValues, is such a value.
+//   - A policy whose target is unclear (a selector with targetRef(s), a reference without kind or name) allows
+//     nothing in its scope until fixed; a policy with only valid targetRef(s) is for waypoints and is not sent.
 // Every such change is reported in the result's `status`, which the controller writes on the object.
 import { isIPv4, isIPv6 } from "node:net";
 import { ipToBytes, istio, policyResourceName } from "@ambit/protocol";
@@ -313,23 +315,45 @@ export function failClosedStandIn(raw: unknown, problem: string): AuthorizationP
 }
 
 /**
+ * Why the policy's target cannot be trusted, or undefined: Istio rejects a selector together with targetRef(s),
+ * targetRef together with targetRefs, and a reference without a kind or a name. Such a policy is neither sent to
+ * ztunnel as a selector policy nor skipped as a waypoint policy (a stray `targetRef: {}` would silently disable a
+ * DENY): it fails closed.
+ */
+function targetProblem(spec: NonNullable<AuthorizationPolicy["spec"]>): string | undefined {
+  const refs: [string, unknown][] = [
+    ...(spec.targetRef != null ? [["spec.targetRef", spec.targetRef] as [string, unknown]] : []),
+    ...(spec.targetRefs ?? []).map((r, j): [string, unknown] => [`spec.targetRefs[${j}]`, r]),
+  ];
+  if (!refs.length) return undefined;
+  if (spec.selector != null) return `spec.selector and ${spec.targetRef != null ? "spec.targetRef" : "spec.targetRefs"} cannot both be set`;
+  if (spec.targetRef != null && spec.targetRefs?.length) return "spec.targetRef and spec.targetRefs cannot both be set";
+  const nonEmpty = (v: unknown) => typeof v === "string" && v !== "";
+  const bad = refs.filter(([, r]) => !nonEmpty((r as { kind?: unknown })?.kind) || !nonEmpty((r as { name?: unknown })?.name)).map(([at]) => at);
+  return bad.length ? `${bad.join(", ")} need${bad.length > 1 ? "" : "s"} a kind and a name` : undefined;
+}
+
+/**
  * Converts one policy. `rootNamespace` is the mesh's root namespace (selector-less policies there are GLOBAL).
  */
 export function convertAuthorizationPolicy(p: AuthorizationPolicy, rootNamespace: string): Translation {
   const spec = p.spec ?? {};
   const { name, namespace } = p.metadata;
-  if (spec.targetRef || spec.targetRefs?.length) return { authorization: null, condition: null }; // a waypoint policy
-  // A policy that cannot be read, or whose spec has a field we do not know (which might narrow its selector or
-  // carry its rules), allows nothing in the scope we can read until it is fixed.
+  const hasSelector = spec.selector != null && Object.keys(spec.selector.matchLabels ?? {}).length > 0;
+  // A policy that cannot be read, whose spec has a field we do not know (which might narrow its selector or carry
+  // its rules), or whose target is unclear (Istio rejects these at admission), allows nothing in the scope we can
+  // read until it is fixed.
   const unknown = [...unknownKeys(spec, KNOWN.spec, "spec"), ...unknownKeys(spec.selector, KNOWN.selector, "spec.selector")];
-  const invalid = p.metadata.annotations?.[INVALID_ANNOTATION] ?? (unknown.length ? `unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}` : undefined);
+  const invalid = p.metadata.annotations?.[INVALID_ANNOTATION]
+    ?? (unknown.length ? `unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}` : targetProblem(spec));
   if (invalid !== undefined) {
-    const scope = spec.selector?.matchLabels ? istio.security.Scope.WORKLOAD_SELECTOR : istio.security.Scope.NAMESPACE;
+    const scope = hasSelector ? istio.security.Scope.WORKLOAD_SELECTOR : istio.security.Scope.NAMESPACE;
     return {
       authorization: { name, namespace, scope },
       condition: { type: "ZtunnelAccepted", status: "False", reason: "Invalid", message: `the policy cannot be read (${invalid}): its workloads allow nothing until it is fixed` },
     };
   }
+  if (spec.targetRef != null || spec.targetRefs?.length) return { authorization: null, condition: null }; // a waypoint policy
   if (p.metadata.annotations?.["istio.io/dry-run"] === "true") {
     return { authorization: null, condition: accepted("dry-run policies are not sent to ztunnel: it only enforces real ones", false) };
   }
@@ -340,7 +364,6 @@ export function convertAuthorizationPolicy(p: AuthorizationPolicy, rootNamespace
   if (action !== "ALLOW" && action !== "DENY") {
     return { authorization: null, condition: accepted(`unknown action "${action}"`, false) };
   }
-  const hasSelector = spec.selector != null && Object.keys(spec.selector.matchLabels ?? {}).length > 0;
   const scope = hasSelector ? istio.security.Scope.WORKLOAD_SELECTOR
     : namespace === rootNamespace ? istio.security.Scope.GLOBAL : istio.security.Scope.NAMESPACE;
   const rules: Rule[] = [];
