@@ -68,7 +68,7 @@ describe("ambient index", () => {
     inputs.authorizationPolicies.set({ metadata: { name: "allow-web", namespace: "shop" }, spec: { selector: { matchLabels: { app: "web" } }, rules: [{}] } });
     inputs.authorizationPolicies.set({ metadata: { name: "mesh-web", namespace: "istio-system" }, spec: { selector: { matchLabels: { app: "web" } }, action: "DENY", rules: [{}] } });
     inputs.authorizationPolicies.set({ metadata: { name: "ns-wide", namespace: "shop" }, spec: { rules: [{}] } });
-    inputs.authorizationPolicies.set({ metadata: { name: "waypoint-only", namespace: "shop" }, spec: { targetRefs: [{ kind: "Gateway", name: "wp" }], selector: { matchLabels: { app: "web" } } } });
+    inputs.authorizationPolicies.set({ metadata: { name: "waypoint-only", namespace: "shop" }, spec: { targetRefs: [{ kind: "Gateway", name: "wp" }] } });
     expect(index.workloads.get("Kubernetes//Pod/shop/a")!.authorization_policies).toEqual(["istio-system/mesh-web", "shop/allow-web"]);
     expect(index.workloads.get("Kubernetes//Pod/shop/b")!.authorization_policies).toBeUndefined();
     expect(index.authorizations.keys().sort()).toEqual(["istio-system/mesh-web", "shop/allow-web", "shop/ns-wide"]);
