@@ -56,9 +56,11 @@ describe("probe SNAT on the node", () => {
     let out = "";
     app.stdout.on("data", (d: Buffer) => (out += d));
     try {
-      for (let i = 0; i < 100 && !out.includes("up"); i++) await new Promise((r) => setTimeout(r, 50));
+      // Polls with a generous bound (30 s): node starting on a busy machine.
+      for (let i = 0; i < 600 && !out.includes("up"); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(out).toContain("up");
       nsExec(node, process.execPath, ...["-e", "require('net').connect(8080,'10.99.0.2').on('data',()=>{}).on('close',()=>process.exit(0))"]);
-      for (let i = 0; i < 100 && !out.includes("169.254.7.127"); i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 600 && !out.includes("169.254.7.127"); i++) await new Promise((r) => setTimeout(r, 50));
       expect(out).toContain("169.254.7.127");
     } finally {
       app.kill();
