@@ -78,6 +78,20 @@ describe("inbound HBONE: peers that go away", { timeout: 120_000 }, () => {
     expect(live.closed).toBe(false);
   });
 
+  it("a peer that sends GOAWAY and then goes silent: its tunnels and app connections are released", async () => {
+    pod = await startPod(ca, { HTTP2_KEEPALIVE_INTERVAL: "100ms", HTTP2_KEEPALIVE_TIMEOUT: "300ms" });
+    pod.app.echo = true;
+    const c = await client(pod);
+    await tunnels(pod, c, 5);
+    // GOAWAY(NO_ERROR): Node closes the session gracefully, and a closing session refuses PINGs. (The peer still
+    // answers a PING already in flight, so only the bound on a closing connection can release it.)
+    c.sendGoaway();
+    await appReleased(pod, "the app connections of the silent peer's tunnels to close");
+    await waitFor(() => c.closed, "the connection to be closed");
+    await waitFor(() => socketsOn15008(pod!).length === 0, "no 15008 socket left");
+    expect(await pod.metric(REFUSED, { reason: "keepalive_timeout" })).toBe(1);
+  });
+
   it("half-close is relayed both ways; a half-closed tunnel that goes idle is closed on both sides", async () => {
     pod = await startPod(ca, { HALF_CLOSE_IDLE_TIMEOUT: "300ms" });
     const c = await client(pod);

@@ -63,6 +63,14 @@ export class RawH2Client {
     this.frame(Frame.DATA, endStream ? END_STREAM : 0, id, Buffer.from(data));
   }
 
+  /** Sends GOAWAY (NO_ERROR by default): "I open no more streams", the existing ones may go on. */
+  sendGoaway(code = 0, lastStreamId = 0): void {
+    const p = Buffer.alloc(8);
+    p.writeUInt32BE(lastStreamId);
+    p.writeUInt32BE(code, 4);
+    this.frame(Frame.GOAWAY, 0, 0, p);
+  }
+
   /** The first GOAWAY. */
   get goaway(): { lastStreamId: number; code: number } | undefined {
     return this.goaways[0];
