@@ -206,3 +206,51 @@ describe("inbound HBONE: caps", { timeout: 120_000 }, () => {
     await waitFor(() => socketsOn15008(pod!).length === 0, "no 15008 socket left");
   });
 });
+
+describe("inbound HBONE: refusals a peer can repeat", { timeout: 120_000 }, () => {
+  const FAILED = "istio_tcp_connections_failed_total";
+  const warned = (p: Pod, msg: string) => p.logs.filter((l) => String(l["msg"]).startsWith(msg)).length;
+
+  it("refused streams: every one is counted, the warn lines are bounded, and past the budget the connection gets GOAWAY", async () => {
+    pod = await startPod(ca, { HBONE_MAX_EARLY_RESETS: "20" });
+    const c = await client(pod);
+    // 20 streams to an address that is not the pod's: each is answered 400, within the budget.
+    const ids = Array.from({ length: 20 }, () => c.connect("10.9.9.9:80"));
+    await waitFor(() => ids.every((id) => c.responses.has(id)), "every refused stream to be answered");
+    expect(ids.every((id) => c.responses.get(id) === -1 && c.ended.has(id))).toBe(true);
+    expect(await pod.metric(FAILED, { reporter: "destination", response_flags: "CONNECT" })).toBe(20);
+    expect(warned(pod, "connection failed")).toBeLessThanOrEqual(2);
+    expect(c.goaway).toBeUndefined();
+    // One more passes the budget.
+    c.connect("10.9.9.9:80");
+    await waitFor(() => c.goaway, "GOAWAY");
+    expect(c.goaway!.code).toBe(ENHANCE_YOUR_CALM);
+    await waitFor(() => c.closed, "the connection to be closed");
+    expect(await pod.metric(FAILED, { reporter: "destination", response_flags: "CONNECT" })).toBe(21);
+    expect(await pod.metric(REFUSED, { reason: "rapid_reset" })).toBe(1);
+    expect(pod.app.accepted).toBe(0);
+  });
+
+  it("clients outside our trust domain: each is refused and counted, the warn lines are bounded", async () => {
+    pod = await startPod(ca);
+    for (let i = 0; i < 20; i++) {
+      const s = await pod.hbone("spiffe://evil.local/ns/x/sa/y").catch(() => undefined);
+      if (s && !s.destroyed) await new Promise((r) => { s.once("close", r); s.resume(); });
+    }
+    await waitFor(async () => (await pod!.metric(REFUSED, { reason: "untrusted_peer" })) === 20, "20 refusals counted");
+    expect(warned(pod, "inbound HBONE refused: client identity is not in our trust domain")).toBeLessThanOrEqual(2);
+    expect(pod.app.accepted).toBe(0);
+  });
+
+  it("connections while the pod has no certificate: each is refused and counted, the warn lines are bounded", async () => {
+    pod = await startPod(ca);
+    // The CA is down (a fault the test CA cannot produce by itself).
+    pod.ctx.certs.fetch = () => Promise.reject(new Error("CA unavailable"));
+    for (let i = 0; i < 20; i++) {
+      const s = await connectTcp({ netns: pod.ns.path, host: POD_IP, port: 15008, timeout: 10_000 });
+      await new Promise((r) => { s.on("error", () => undefined); s.once("close", r); s.resume(); });
+    }
+    expect(await pod.metric(REFUSED, { reason: "no_certificate" })).toBe(20);
+    expect(warned(pod, "inbound HBONE refused: no certificate for the pod")).toBeLessThanOrEqual(2);
+  });
+});

@@ -199,6 +199,15 @@ describe("connection lifecycle", () => {
     expect(line).toMatchObject({ level: 40, msg: "connection failed", "src.addr": "10.244.1.5:40000", "dst.addr": "10.244.2.7:15008", direction: "inbound", error: "no workload for 10.244.1.5" });
     expect(line!["dst.workload"]).toBeUndefined();
   });
+
+  it("a flood of early denies is counted in full and logged once per pod, direction and flag", async () => {
+    const { t, value, access } = setup();
+    for (let i = 0; i < 500; i++) t.failed(full, "DENY", `denied ${i}`, "shop/app");
+    t.failed(full, "CONNECT", "refused", "shop/app");
+    t.failed(full, "DENY", "denied", "shop/other");
+    expect(await value("istio_tcp_connections_failed_total")).toBe(502);
+    expect(access().map((l) => [l.msg, l.error])).toEqual([["connection failed", "denied 0"], ["connection failed", "refused"], ["connection failed", "denied"]]);
+  });
 });
 
 describe("access log", () => {
@@ -301,7 +310,7 @@ describe("HBONE refusals", () => {
     const t = new Telemetry({ logger, processMetrics: false, refusalLogWindowMs: 50 });
     const count = async (reason: string) => (await t.metrics.hboneRefused.get()).values.find((v) => v.labels.reason === reason)?.value;
     // Every reason has a series from the start.
-    for (const reason of ["connection_limit", "rapid_reset", "handshake_timeout", "protocol_error", "keepalive_timeout"]) expect(await count(reason)).toBe(0);
+    for (const reason of ["connection_limit", "rapid_reset", "handshake_timeout", "protocol_error", "keepalive_timeout", "no_certificate", "untrusted_peer"]) expect(await count(reason)).toBe(0);
     for (let i = 0; i < 1000; i++) t.hboneRefused("connection_limit", "shop/app", { peer: "spiffe://cluster.local/ns/x/sa/y" }, "too many connections");
     t.hboneRefused("rapid_reset", "shop/app", {}, "rapid reset");
     t.hboneRefused("connection_limit", "shop/other", {}, "too many connections");

@@ -48,7 +48,7 @@ export class PodProxy {
   private readonly inbound = new Set<InboundConnection>();
   /** Open inbound HBONE connections per peer SPIFFE identity. */
   private readonly peerConnections = new Map<string, number>();
-  /** Streams reset by the peer before their answer, per inbound HBONE connection, in the current window. */
+  /** Streams refused, or reset by the peer before their answer, per inbound HBONE connection, in the current window. */
   private readonly earlyResets = new WeakMap<Http2Session, { count: number; since: number }>();
   private cached?: { generation: number; workload: Workload | undefined; identityUri?: string };
   private draining = false;
@@ -214,13 +214,13 @@ export class PodProxy {
     const source = this.workload();
     const base: ConnectionInfo = { reporter: "source", src: { addr: formatAuthority(srcIp, downstream.remotePort ?? 0), ...(source ? { workload: source } : {}) }, dst: { addr: formatAuthority(dstIp, dst.port) }, mtls: false };
     if ((dstIp === "127.0.0.1" || dstIp === "::1") && ZTUNNEL_SELF_PORTS.includes(dst.port)) {
-      ctx.telemetry.failed(base, "CONNECT", `refusing a connection to ztunnel's own port ${dst.port}`);
+      ctx.telemetry.failed(base, "CONNECT", `refusing a connection to ztunnel's own port ${dst.port}`, this.name);
       downstream.destroy();
       return;
     }
     const r = route({ state: ctx.state, network: ctx.config.network, ...(source ? { source } : {}), dstIp, dstPort: dst.port });
     if (r.kind === "refuse") {
-      ctx.telemetry.failed({ ...base, dst: { ...base.dst, ...(r.service ? { service: r.service } : {}) } }, "CONNECT", r.reason);
+      ctx.telemetry.failed({ ...base, dst: { ...base.dst, ...(r.service ? { service: r.service } : {}) } }, "CONNECT", r.reason, this.name);
       downstream.resetAndDestroy();
       return;
     }
@@ -230,7 +230,7 @@ export class PodProxy {
       try {
         upstream = await connectTcp({ netns: this.netns, host: r.ip, port: r.port, mark: ctx.config.packetMark, timeout: UPSTREAM_CONNECT_TIMEOUT_MS, allowHalfOpen: true });
       } catch (err) {
-        ctx.telemetry.failed(info, "CONNECT", (err as Error).message);
+        ctx.telemetry.failed(info, "CONNECT", (err as Error).message, this.name);
         downstream.resetAndDestroy();
         return;
       }
@@ -252,7 +252,7 @@ export class PodProxy {
     try {
       cert = await ctx.certs.fetch(srcIdentity);
     } catch (err) {
-      ctx.telemetry.failed(info, "IDENTITY_ERROR", `no certificate for ${srcIdentity}: ${(err as Error).message}`);
+      ctx.telemetry.failed(info, "IDENTITY_ERROR", `no certificate for ${srcIdentity}: ${(err as Error).message}`, this.name);
       downstream.resetAndDestroy();
       return;
     }
@@ -270,7 +270,7 @@ export class PodProxy {
       downstream.resume();
     } catch (err) {
       const flag: ResponseFlag = err instanceof HboneError ? err.flag : "CONNECT";
-      ctx.telemetry.failed(info, flag, (err as Error).message);
+      ctx.telemetry.failed(info, flag, (err as Error).message, this.name);
       downstream.resetAndDestroy();
     }
   }
@@ -295,20 +295,20 @@ export class PodProxy {
       dst: { addr: formatAuthority(dstIp, dst.port), ...(local ? { workload: local } : {}) },
     };
     if (ZTUNNEL_SELF_PORTS.includes(dst.port)) {
-      this.ctx.telemetry.failed(info, "CONNECT", `refusing a connection to ztunnel's own port ${dst.port}`);
+      this.ctx.telemetry.failed(info, "CONNECT", `refusing a connection to ztunnel's own port ${dst.port}`, this.name);
       downstream.destroy();
       return;
     }
     const authz: Connection = { srcIp: ipToBytes(srcIp), dstIp: ipToBytes(dstIp), dstPort: dst.port, srcIdentity: null };
     const denial = this.authorize(local, authz);
     if (denial) {
-      this.ctx.telemetry.failed(info, "DENY", denial);
+      this.ctx.telemetry.failed(info, "DENY", denial, this.name);
       downstream.resetAndDestroy();
       return;
     }
     const upstream = await this.connectApp(srcIp, dstIp, dst.port).catch((err: Error) => err);
     if (upstream instanceof Error) {
-      this.ctx.telemetry.failed(info, "CONNECT", upstream.message);
+      this.ctx.telemetry.failed(info, "CONNECT", upstream.message, this.name);
       downstream.resetAndDestroy();
       return;
     }
@@ -326,7 +326,7 @@ export class PodProxy {
     try {
       await this.hboneServer();
     } catch (err) {
-      this.ctx.log.warn({ err, pod: this.name }, "inbound HBONE refused: no certificate for the pod");
+      this.ctx.telemetry.hboneRefused("no_certificate", this.name, { err: (err as Error).message, peerAddr: plainIp(socket.remoteAddress) }, "inbound HBONE refused: no certificate for the pod");
       socket.destroy();
       return;
     }
@@ -352,7 +352,7 @@ export class PodProxy {
       // The client's trust domain must be ours.
       const peer = peerIdentity(tlsSocket);
       if (!peer || peer.id.trustDomain !== this.identity.trustDomain) {
-        this.ctx.log.warn({ pod: this.name, peer: peer?.uri ?? null }, "inbound HBONE refused: client identity is not in our trust domain");
+        this.ctx.telemetry.hboneRefused("untrusted_peer", this.name, { peer: peer?.uri ?? null, peerAddr: plainIp(tlsSocket.remoteAddress) }, "inbound HBONE refused: client identity is not in our trust domain");
         tlsSocket.destroy();
       }
     });
@@ -397,11 +397,12 @@ export class PodProxy {
   }
 
   /**
-   * The peer reset a stream before it was answered (before or during the app dial). Past HBONE_MAX_EARLY_RESETS in a
-   * window the connection is closed with GOAWAY ENHANCE_YOUR_CALM: a HEADERS + RST_STREAM flood (rapid reset) cannot
-   * make us work, or dial the app, without bound.
+   * A stream that came to nothing: the peer reset it before it was answered (before or during the app dial), or we
+   * refused it (400/401/503). Past HBONE_MAX_EARLY_RESETS in a window the connection is closed with GOAWAY
+   * ENHANCE_YOUR_CALM: a flood of HEADERS + RST_STREAM (rapid reset) or of refused streams cannot make us work, dial
+   * the app, or log without bound.
    */
-  private earlyReset(session: Http2Session): void {
+  private wasted(session: Http2Session): void {
     const r = this.earlyResets.get(session);
     if (!r || session.destroyed) return;
     const now = Date.now();
@@ -410,7 +411,7 @@ export class PodProxy {
     if (++r.count <= max) return;
     const tlsSocket = session.socket as TLSSocket;
     this.ctx.telemetry.hboneRefused("rapid_reset", this.name, { peer: peerIdentity(tlsSocket)?.uri ?? null, peerAddr: plainIp(tlsSocket.remoteAddress) },
-      `inbound HBONE: more than ${max} streams reset before their answer within ${EARLY_RESET_WINDOW_MS} ms (HBONE_MAX_EARLY_RESETS): connection closed`);
+      `inbound HBONE: more than ${max} streams refused or reset before their answer within ${EARLY_RESET_WINDOW_MS} ms (HBONE_MAX_EARLY_RESETS): connection closed`);
     calmDown(session);
   }
 
@@ -432,8 +433,9 @@ export class PodProxy {
       dst: { addr: formatAuthority(localIp, Ports.hbone), hboneAddr: authority, ...(local ? { workload: local } : {}), ...(service ? { service } : {}), identity: this.identityUri },
     };
     const refuse = (status: number, flag: ResponseFlag, reason: string) => {
-      this.ctx.telemetry.failed(info, flag, reason);
+      this.ctx.telemetry.failed(info, flag, reason, this.name);
       if (!stream.destroyed && !stream.headersSent) stream.respond({ ":status": status }, { endStream: true });
+      this.wasted(session);
     };
     if (headers[":method"] !== "CONNECT") return refuse(400, "CONNECT", `method ${headers[":method"]} is not CONNECT`);
     const target = parseAuthority(authority);
@@ -447,7 +449,7 @@ export class PodProxy {
     if (denial) return refuse(401, "DENY", denial);
     // The frames read together with this HEADERS are handled after one turn: a stream already reset is not dialled.
     await nextTurn();
-    if (stream.closed || stream.destroyed) return this.earlyReset(session);
+    if (stream.closed || stream.destroyed) return this.wasted(session);
     // A reset during the dial aborts it.
     const dial = new AbortController();
     const abortDial = () => dial.abort();
@@ -456,7 +458,7 @@ export class PodProxy {
     stream.off("close", abortDial);
     if (stream.closed || stream.destroyed) {
       if (!(upstream instanceof Error)) upstream.destroy();
-      return this.earlyReset(session);
+      return this.wasted(session);
     }
     if (upstream instanceof Error) return refuse(503, "CONNECT", `upstream ${authority}: ${upstream.message}`);
     stream.respond({ ":status": 200, [HboneHeaders.baggage]: baggageOf(local, this.ctx.config.clusterId) });

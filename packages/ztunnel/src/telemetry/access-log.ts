@@ -57,9 +57,9 @@ export function logComplete(log: Logger, fields: AccessFields, c: Completion): v
 }
 
 /** An early deny: only the addresses, the direction and why (ztunnel logs no more for these). */
-export function logFailed(log: Logger, info: ConnectionInfo, error: string): void {
-  if (!log.isLevelEnabled("warn")) return;
-  log.warn({ "src.addr": info.src.addr, "dst.addr": info.dst.addr, direction: direction(info), error }, "connection failed");
+/** The fields of the warn "connection failed" line. */
+export function failedFields(info: ConnectionInfo, error: string): object {
+  return { "src.addr": info.src.addr, "dst.addr": info.dst.addr, direction: direction(info), error };
 }
 
 export function errorText(e: Error | string | undefined): string | undefined {

@@ -4,7 +4,7 @@
 import { performance } from "node:perf_hooks";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { Logger } from "pino";
-import { accessFields, ACCESS_SCOPE, errorText, logComplete, logFailed, logOpened, type AccessFields } from "./access-log.js";
+import { accessFields, ACCESS_SCOPE, errorText, logComplete, failedFields, logOpened, type AccessFields } from "./access-log.js";
 import { trafficLabels, ZtunnelMetrics, type ConnectionInfo, type HboneRefusalReason, type ResponseFlag, type TrafficLabels, type XdsTerminationReason } from "./metrics.js";
 import { ThrottledLog } from "./throttled-log.js";
 
@@ -34,6 +34,7 @@ export class Telemetry {
   readonly accessLog: Logger;
   readonly clusterId: string | undefined;
   private readonly refusalLog: ThrottledLog;
+  private readonly failedLog: ThrottledLog;
 
   constructor(o: TelemetryOptions) {
     this.registry = o.registry ?? new Registry();
@@ -41,6 +42,7 @@ export class Telemetry {
     this.metrics = new ZtunnelMetrics(this.registry, o.tag || "unknown");
     this.accessLog = o.logger.child({ scope: ACCESS_SCOPE });
     this.refusalLog = new ThrottledLog(o.logger, o.refusalLogWindowMs);
+    this.failedLog = new ThrottledLog(this.accessLog, o.refusalLogWindowMs);
     if ((o.processMetrics ?? true) && !this.registry.getSingleMetric("process_cpu_user_seconds_total")) {
       collectDefaultMetrics({ register: this.registry });
     }
@@ -56,13 +58,15 @@ export class Telemetry {
    * CONNECT that cannot even be parsed, a policy that denies before any stream is set up). Upstream records these
    * before it has built the per-connection result that counts opens and closes, so they are not counted in
    * `istio_tcp_connections_opened_total` / `_closed_total` nor in `istio_tcp_sockets_open`; only
-   * `istio_tcp_connections_failed_total` (with the flag as `response_flags`) and a warn "connection failed" line.
+   * `istio_tcp_connections_failed_total` (with the flag as `response_flags`) and a warn "connection failed" line,
+   * which a flood cannot multiply: per `pod` (the proxy's pod, when given), direction and flag, one line at once and
+   * one summary per window (the metric counts every one).
    * A connection that was already opened must instead end with `record.close(error, flag)`, which counts the
    * open/close pair and the failure, so never call both for one connection.
    */
-  failed(info: ConnectionInfo, flag: ResponseFlag, error: string): void {
+  failed(info: ConnectionInfo, flag: ResponseFlag, error: string, pod = ""): void {
     this.metrics.failed.inc(trafficLabels(info, flag, this.clusterId));
-    logFailed(this.accessLog, info, error);
+    if (this.accessLog.isLevelEnabled("warn")) this.failedLog.warn(`${pod}|${info.reporter}|${flag}`, failedFields(info, error), "connection failed");
   }
 
   /**

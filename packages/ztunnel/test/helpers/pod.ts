@@ -53,6 +53,8 @@ export interface Pod {
   ctx: ProxyContext;
   proxy: PodProxy;
   app: App;
+  /** ztunnel's log lines at warn and above (parsed). */
+  logs: Record<string, unknown>[];
   /** Lines of `ss -Htan <filter…>` inside the pod's netns. */
   ss(...filter: string[]): string[];
   /** TCP sockets this process (ztunnel) still holds in the pod's netns, TIME-WAIT and listeners left out (`ss -p`). */
@@ -72,7 +74,8 @@ export const CLIENT_IDENTITY = "spiffe://cluster.local/ns/shop/sa/client";
 
 export async function startPod(ca: CertificateAuthority, env: Record<string, string> = {}): Promise<Pod> {
   const ns = createNetns();
-  const log = pino({ level: "silent" }, new Writable({ write: (_c, _e, cb) => cb() }));
+  const logs: Record<string, unknown>[] = [];
+  const log = pino({ level: "warn" }, new Writable({ write: (c: Buffer, _e, cb) => { logs.push(JSON.parse(c.toString()) as Record<string, unknown>); cb(); } }));
   const state = new ProxyState();
   state.applyAddresses([{
     name: "c//Pod/shop/app",
@@ -90,7 +93,7 @@ export async function startPod(ca: CertificateAuthority, env: Record<string, str
   await proxy.start();
   const certs = new Map<string, WorkloadCertificate>();
   const pod: Pod = {
-    ns, ctx, proxy, app,
+    ns, ctx, proxy, app, logs,
     ss: (...filter) => lines(ns.exec("ss", "-Htan", ...filter)),
     held: (filter) => lines(ns.exec("ss", "-Htanp", "exclude", "time-wait", "exclude", "listening", filter)).filter((l) => l.includes(`pid=${process.pid},`)),
     heldToApp: () => pod.held(`dport = :${APP_PORT}`),
