@@ -42,6 +42,7 @@ const Env = z.object({
   HBONE_HANDSHAKE_TIMEOUT: positive("5s"),
   HBONE_MAX_STREAMS_PER_CONNECTION: int(Http2Defaults.serverMaxStreams, 1, 10_000),
   HBONE_MAX_CONNECTIONS_PER_IDENTITY: int(512, 1, 1_000_000),
+  HBONE_MAX_STREAMS_PER_IDENTITY: int(2048, 1, 10_000_000),
   HBONE_MAX_EARLY_RESETS: int(100, 1, 1_000_000),
   HALF_CLOSE_IDLE_TIMEOUT: positive("5m"),
   KEEPALIVE_ENABLED: bool(true),
@@ -63,6 +64,7 @@ const FIX: Record<string, string> = {
   HBONE_HANDSHAKE_TIMEOUT: "a duration above 0 such as 5s",
   HBONE_MAX_STREAMS_PER_CONNECTION: "a number of streams from 1 to 10000, such as 200",
   HBONE_MAX_CONNECTIONS_PER_IDENTITY: "a number of connections from 1, such as 512",
+  HBONE_MAX_STREAMS_PER_IDENTITY: "a number of streams from 1, such as 2048",
   HBONE_MAX_EARLY_RESETS: "a number of streams from 1, such as 100",
   HALF_CLOSE_IDLE_TIMEOUT: "a duration above 0 such as 5m",
   KEEPALIVE_ENABLED: "true or false",
@@ -117,6 +119,8 @@ export interface Config {
     maxStreamsPerConnection: number;
     /** Open connections per peer SPIFFE identity, per pod. */
     maxConnectionsPerIdentity: number;
+    /** Open streams (tunnels) per peer SPIFFE identity, over all its connections, per pod. */
+    maxStreamsPerIdentity: number;
     /** Streams a peer may reset before they were answered, per connection and per 10 s, before GOAWAY. */
     maxEarlyResets: number;
   };
@@ -205,6 +209,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fs = { exists: 
       handshakeTimeoutMs: e.HBONE_HANDSHAKE_TIMEOUT,
       maxStreamsPerConnection: e.HBONE_MAX_STREAMS_PER_CONNECTION,
       maxConnectionsPerIdentity: e.HBONE_MAX_CONNECTIONS_PER_IDENTITY,
+      maxStreamsPerIdentity: e.HBONE_MAX_STREAMS_PER_IDENTITY,
       maxEarlyResets: e.HBONE_MAX_EARLY_RESETS,
     },
     halfCloseIdleMs: e.HALF_CLOSE_IDLE_TIMEOUT,

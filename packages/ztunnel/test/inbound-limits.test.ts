@@ -14,6 +14,7 @@ import { waitFor } from "./helpers/wait.js";
 
 const REFUSED = "ztunnel_hbone_refused_connections_total";
 const ENHANCE_YOUR_CALM = 0xb;
+const REFUSED_STREAM = 0x7;
 
 let ca: CertificateAuthority;
 let pod: Pod | undefined;
@@ -193,6 +194,28 @@ describe("inbound HBONE: caps", { timeout: 120_000 }, () => {
     a1.socket.destroy();
     await waitFor(() => pod!.heldToApp().length === 2, "a1's tunnel to close");
     await tunnels(pod, await client(pod), 1);
+  });
+
+  it("caps the open streams of one peer identity over all its connections; other identities and freed slots are served", async () => {
+    pod = await startPod(ca, { HBONE_MAX_STREAMS_PER_IDENTITY: "4" });
+    pod.app.echo = true;
+    const a1 = await client(pod);
+    const a2 = await client(pod);
+    const held = [...await tunnels(pod, a1, 2), ...await tunnels(pod, a2, 2)];
+    // A fifth stream of the same identity, on either connection, is refused; its connection stays.
+    const over = a2.connect(APP_AUTHORITY);
+    await waitFor(() => a2.resets.has(over), "the fifth stream to be reset");
+    expect(a2.resets.get(over)).toBe(REFUSED_STREAM);
+    expect(a2.responses.has(over)).toBe(false);
+    expect(await pod.metric(REFUSED, { reason: "stream_limit" })).toBe(1);
+    expect(pod.heldToApp()).toHaveLength(4);
+    // Another identity is not affected.
+    await tunnels(pod, await client(pod, "spiffe://cluster.local/ns/shop/sa/other"), 1);
+    // A closed stream frees its slot.
+    a1.reset(held[0]!);
+    await waitFor(() => pod!.heldToApp().length === 4, "the reset tunnel's app connection to close");
+    await tunnels(pod, a2, 1);
+    expect(a1.closed || a2.closed).toBe(false);
   });
 
   it("a TLS handshake that never completes is cut (silent peer, partial ClientHello)", async () => {

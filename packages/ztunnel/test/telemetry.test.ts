@@ -310,7 +310,7 @@ describe("HBONE refusals", () => {
     const t = new Telemetry({ logger, processMetrics: false, refusalLogWindowMs: 50 });
     const count = async (reason: string) => (await t.metrics.hboneRefused.get()).values.find((v) => v.labels.reason === reason)?.value;
     // Every reason has a series from the start.
-    for (const reason of ["connection_limit", "rapid_reset", "handshake_timeout", "protocol_error", "keepalive_timeout", "no_certificate", "untrusted_peer"]) expect(await count(reason)).toBe(0);
+    for (const reason of ["connection_limit", "rapid_reset", "handshake_timeout", "protocol_error", "keepalive_timeout", "no_certificate", "untrusted_peer", "stream_limit"]) expect(await count(reason)).toBe(0);
     for (let i = 0; i < 1000; i++) t.hboneRefused("connection_limit", "shop/app", { peer: "spiffe://cluster.local/ns/x/sa/y" }, "too many connections");
     t.hboneRefused("rapid_reset", "shop/app", {}, "rapid reset");
     t.hboneRefused("connection_limit", "shop/other", {}, "too many connections");

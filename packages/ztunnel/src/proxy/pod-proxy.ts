@@ -48,6 +48,8 @@ export class PodProxy {
   private readonly inbound = new Set<InboundConnection>();
   /** Open inbound HBONE connections per peer SPIFFE identity. */
   private readonly peerConnections = new Map<string, number>();
+  /** Open inbound HBONE streams per peer SPIFFE identity, over all its connections. */
+  private readonly peerStreams = new Map<string, number>();
   /** Streams refused, or reset by the peer before their answer, per inbound HBONE connection, in the current window. */
   private readonly earlyResets = new WeakMap<Http2Session, { count: number; since: number }>();
   private cached?: { generation: number; workload: Workload | undefined; identityUri?: string };
@@ -387,9 +389,7 @@ export class PodProxy {
     this.sessions.add(session);
     session.once("close", () => {
       this.sessions.delete(session);
-      const n = (this.peerConnections.get(peer) ?? 1) - 1;
-      if (n > 0) this.peerConnections.set(peer, n);
-      else this.peerConnections.delete(peer);
+      decrement(this.peerConnections, peer);
     });
     this.earlyResets.set(session, { count: 0, since: Date.now() });
     session.setLocalWindowSize(h2.connectionWindow);
@@ -420,6 +420,7 @@ export class PodProxy {
     const session = stream.session!;
     const tlsSocket = session.socket as TLSSocket | undefined;
     const peer = tlsSocket ? peerIdentity(tlsSocket) : null;
+    if (!this.takeStreamSlot(stream, peer?.uri ?? "", tlsSocket)) return;
     const srcIp = plainIp(tlsSocket?.remoteAddress);
     const localIp = plainIp(tlsSocket?.localAddress);
     const authority = String(headers[":authority"] ?? "");
@@ -467,6 +468,24 @@ export class PodProxy {
     this.track(r, record, () => ({ sent: upstream.bytesRead, received: upstream.bytesWritten }), { relay: r, authz });
   }
 
+  /**
+   * Counts the stream against HBONE_MAX_STREAMS_PER_IDENTITY until it closes; past the cap it is reset with
+   * REFUSED_STREAM (the client may retry it elsewhere or later) and false is returned.
+   */
+  private takeStreamSlot(stream: ServerHttp2Stream, peer: string, tlsSocket: TLSSocket | undefined): boolean {
+    const open = this.peerStreams.get(peer) ?? 0;
+    const max = this.ctx.config.hbone.maxStreamsPerIdentity;
+    if (open >= max) {
+      this.ctx.telemetry.hboneRefused("stream_limit", this.name, { peer, peerAddr: plainIp(tlsSocket?.remoteAddress) },
+        `inbound HBONE: ${peer || "a peer"} already has ${open} open streams (HBONE_MAX_STREAMS_PER_IDENTITY): stream refused`);
+      stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      return false;
+    }
+    this.peerStreams.set(peer, open + 1);
+    stream.once("close", () => decrement(this.peerStreams, peer));
+    return true;
+  }
+
   /** null when allowed, else the reason of the denial (fails closed without the local workload). */
   private authorize(local: Workload | undefined, c: Connection): string | null {
     if (!local) return "the local workload is not known from xDS yet";
@@ -505,6 +524,13 @@ export class PodProxy {
   dump(): object {
     return { uid: this.uid, name: this.info.name, namespace: this.info.namespace, serviceAccount: this.info.serviceAccount, identity: this.identityUri, connections: this.relays.size, hboneConnections: this.pool.connectionCount, state: this.draining ? "draining" : "up" };
   }
+}
+
+/** One less for `key`; the entry goes at zero. */
+function decrement(counts: Map<string, number>, key: string): void {
+  const n = (counts.get(key) ?? 1) - 1;
+  if (n > 0) counts.set(key, n);
+  else counts.delete(key);
 }
 
 /** GOAWAY ENHANCE_YOUR_CALM, then the connection and its streams are destroyed (destroy() alone would say NO_ERROR). */

@@ -127,9 +127,10 @@ export type XdsTerminationReason = "ConnectionError" | "Error" | "Reconnect" | "
  * Why the inbound HBONE server (15008) refused or dropped a connection: too many connections of the peer's identity,
  * too many streams refused or reset before their answer (rapid reset), a TLS handshake not done in time, an HTTP/2
  * protocol violation (e.g. more concurrent streams than advertised), no PONG to the keepalive PING, no certificate
- * for the pod yet, or a client certificate outside our trust domain.
+ * for the pod yet, a client certificate outside our trust domain, or (a stream, not a connection) too many open
+ * streams of the peer's identity.
  */
-export const HBONE_REFUSAL_REASONS = ["connection_limit", "rapid_reset", "handshake_timeout", "protocol_error", "keepalive_timeout", "no_certificate", "untrusted_peer"] as const;
+export const HBONE_REFUSAL_REASONS = ["connection_limit", "rapid_reset", "handshake_timeout", "protocol_error", "keepalive_timeout", "no_certificate", "untrusted_peer", "stream_limit"] as const;
 export type HboneRefusalReason = (typeof HBONE_REFUSAL_REASONS)[number];
 
 /** Every metric ztunnel registers, created on one registry. */
