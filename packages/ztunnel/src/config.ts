@@ -42,6 +42,7 @@ const Env = z.object({
   HBONE_HANDSHAKE_TIMEOUT: positive("5s"),
   HBONE_MAX_STREAMS_PER_CONNECTION: int(Http2Defaults.serverMaxStreams, 1, 10_000),
   HBONE_MAX_CONNECTIONS_PER_IDENTITY: int(512, 1, 1_000_000),
+  HBONE_IDLE_TIMEOUT: positive("5m"),
   HBONE_MAX_STREAMS_PER_IDENTITY: int(2048, 1, 10_000_000),
   HBONE_MAX_EARLY_RESETS: int(100, 1, 1_000_000),
   HALF_CLOSE_IDLE_TIMEOUT: positive("5m"),
@@ -64,6 +65,7 @@ const FIX: Record<string, string> = {
   HBONE_HANDSHAKE_TIMEOUT: "a duration above 0 such as 5s",
   HBONE_MAX_STREAMS_PER_CONNECTION: "a number of streams from 1 to 10000, such as 200",
   HBONE_MAX_CONNECTIONS_PER_IDENTITY: "a number of connections from 1, such as 512",
+  HBONE_IDLE_TIMEOUT: "a duration above 0 such as 5m",
   HBONE_MAX_STREAMS_PER_IDENTITY: "a number of streams from 1, such as 2048",
   HBONE_MAX_EARLY_RESETS: "a number of streams from 1, such as 100",
   HALF_CLOSE_IDLE_TIMEOUT: "a duration above 0 such as 5m",
@@ -114,7 +116,10 @@ export interface Config {
   h2: { streamWindow: number; connectionWindow: number; maxFrameSize: number; maxStreamsPerConnection: number; idleReleaseMs: number; keepaliveIntervalMs: number; keepaliveTimeoutMs: number };
   /** The inbound HBONE server (15008): its limits (see README "Limits and timeouts"). */
   hbone: {
+    /** TLS, and then the peer's first SETTINGS, each within this. */
     handshakeTimeoutMs: number;
+    /** A connection without an open stream for this long is closed (GOAWAY NO_ERROR). */
+    idleTimeoutMs: number;
     /** SETTINGS_MAX_CONCURRENT_STREAMS advertised (and enforced) per connection. */
     maxStreamsPerConnection: number;
     /** Open connections per peer SPIFFE identity, per pod. */
@@ -207,6 +212,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, fs = { exists: 
     },
     hbone: {
       handshakeTimeoutMs: e.HBONE_HANDSHAKE_TIMEOUT,
+      idleTimeoutMs: e.HBONE_IDLE_TIMEOUT,
       maxStreamsPerConnection: e.HBONE_MAX_STREAMS_PER_CONNECTION,
       maxConnectionsPerIdentity: e.HBONE_MAX_CONNECTIONS_PER_IDENTITY,
       maxStreamsPerIdentity: e.HBONE_MAX_STREAMS_PER_IDENTITY,

@@ -218,6 +218,38 @@ describe("inbound HBONE: caps", { timeout: 120_000 }, () => {
     expect(a1.closed || a2.closed).toBe(false);
   });
 
+  it("TLS done but no HTTP/2 preface or SETTINGS: the connection is cut after the handshake deadline", async () => {
+    pod = await startPod(ca, { HBONE_HANDSHAKE_TIMEOUT: "300ms" });
+    const silent = await pod.hbone();
+    const prefaceOnly = await pod.hbone();
+    prefaceOnly.write("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    const closed = (s: net.Socket) => new Promise<void>((resolve) => { s.resume(); if (s.destroyed) resolve(); else s.once("close", () => resolve()); });
+    await Promise.all([closed(silent), closed(prefaceOnly)]);
+    expect(await pod.metric(REFUSED, { reason: "handshake_timeout" })).toBe(2);
+    await waitFor(() => socketsOn15008(pod!).length === 0, "no 15008 socket left");
+    // A peer that sends its SETTINGS is served.
+    pod.app.echo = true;
+    await tunnels(pod, await client(pod), 1);
+  });
+
+  it("a connection without an open stream is closed after HBONE_IDLE_TIMEOUT; one with a stream is kept until its last stream ends", async () => {
+    pod = await startPod(ca, { HBONE_IDLE_TIMEOUT: "1s", HTTP2_KEEPALIVE_INTERVAL: "100ms", HTTP2_KEEPALIVE_TIMEOUT: "5s" });
+    pod.app.echo = true;
+    const busy = await client(pod);
+    const [id] = await tunnels(pod, busy, 1);
+    // Answers every PING, never opens a stream.
+    const idle = await client(pod);
+    await waitFor(() => idle.closed, "the idle connection to be closed");
+    expect(idle.goaway?.code).toBe(0);
+    expect(idle.pingsReceived).toBeGreaterThan(0);
+    expect(busy.closed).toBe(false);
+    busy.send(id!, "y");
+    await waitFor(() => busy.text(id!) === "xy", "the busy connection's tunnel to echo");
+    busy.send(id!, "", true);
+    await waitFor(() => busy.closed, "the busy connection to be closed once its last stream ended");
+    await waitFor(() => socketsOn15008(pod!).length === 0, "no 15008 socket left");
+  });
+
   it("a TLS handshake that never completes is cut (silent peer, partial ClientHello)", async () => {
     pod = await startPod(ca, { HBONE_HANDSHAKE_TIMEOUT: "300ms" });
     const silent = await connectTcp({ netns: pod.ns.path, host: POD_IP, port: 15008, timeout: 10_000 });

@@ -394,6 +394,41 @@ export class PodProxy {
     this.earlyResets.set(session, { count: 0, since: Date.now() });
     session.setLocalWindowSize(h2.connectionWindow);
     keepalive(session, { intervalMs: h2.keepaliveIntervalMs, timeoutMs: h2.keepaliveTimeoutMs });
+    this.settingsDeadline(session, log);
+    this.closeWhenIdle(session);
+  }
+
+  /** After TLS, the peer's preface and first SETTINGS must come within HBONE_HANDSHAKE_TIMEOUT too. */
+  private settingsDeadline(session: Http2Session, log: object): void {
+    const ms = this.ctx.config.hbone.handshakeTimeoutMs;
+    const timer = setTimeout(() => {
+      this.ctx.telemetry.hboneRefused("handshake_timeout", this.name, log, `inbound HBONE: no HTTP/2 SETTINGS within ${ms} ms after TLS: connection closed`);
+      session.destroy();
+    }, ms);
+    timer.unref();
+    const clear = () => clearTimeout(timer);
+    session.once("remoteSettings", clear);
+    session.once("close", clear);
+  }
+
+  /** A connection that has had no open stream for HBONE_IDLE_TIMEOUT is closed (GOAWAY NO_ERROR). */
+  private closeWhenIdle(session: Http2Session): void {
+    const ms = this.ctx.config.hbone.idleTimeoutMs;
+    let open = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
+      timer = setTimeout(() => {
+        this.ctx.log.debug({ pod: this.name }, `inbound HBONE: no stream for ${ms} ms: connection closed`);
+        session.close();
+      }, ms);
+      timer.unref();
+    };
+    arm();
+    session.on("stream", (stream: ServerHttp2Stream) => {
+      if (open++ === 0) clearTimeout(timer);
+      stream.once("close", () => { if (--open === 0 && !session.closed) arm(); });
+    });
+    session.once("close", () => clearTimeout(timer));
   }
 
   /**
