@@ -3,7 +3,7 @@
 // name same-node and cross-node, only TLS on the wire, L4 authorization, STRICT/PERMISSIVE, mesh ↔ non-mesh, metrics that match the
 // traffic, and a data plane that keeps working while the controller is down.
 import { randomBytes } from "node:crypto";
-import { adminApi, captureNodeLink, down, installMesh, kubectl, up, waitFor, waitMeshReady, ztunnelGet, type Api } from "@ambit/localcluster";
+import { adminApi, captureNodeLink, down, installMesh, kubectl, podLogs, up, waitFor, waitMeshReady, ztunnelGet, type Api } from "@ambit/localcluster";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { accessLog, echo, execInPod, metricSum, metricsText, readyPods, spawnInPod, tcpEcho, waitEnrolled, ztunnelOn } from "../src/mesh.js";
 
@@ -18,7 +18,8 @@ const pod = (ns: string, name: string, node: string, sa?: string, labels: Record
   spec: {
     nodeName: node, ...(sa ? { serviceAccountName: sa } : {}),
     // The kubelet's HTTP probe must keep passing under policies: the CNI agent SNATs probes to 169.254.7.127.
-    containers: [{ name: "echo", image: "ambit/echo", readinessProbe: { httpGet: { path: "/healthz", port: 8080 }, periodSeconds: 1, failureThreshold: 1 } }],
+    // Each request is logged (ECHO_LOG_REQUESTS), so a test can count the probes a pod answered.
+    containers: [{ name: "echo", image: "ambit/echo", env: [{ name: "ECHO_LOG_REQUESTS", value: "1" }], readinessProbe: { httpGet: { path: "/healthz", port: 8080 }, periodSeconds: 1, failureThreshold: 1 } }],
   },
 });
 const service = (ns: string, name: string) => ({
@@ -47,6 +48,14 @@ async function completed(ztunnel: string, match: (rec: Record<string, unknown>) 
   let found: Record<string, unknown> | undefined;
   await waitFor("access log record", async () => !!(found = (await accessLog(ztunnel)).find((r) => r["msg"] === "connection complete" && match(r))), 10_000, 300);
   return found!;
+}
+
+/** Readiness probes a pod answered, by whether they came through the probe SNAT and passed (from its request log). */
+async function probesAnswered(ref: string): Promise<{ snatOk: number; other: number }> {
+  const probes = (await podLogs(ref)).split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((r) => r["msg"] === "request" && r["path"] === "/healthz");
+  const snatOk = probes.filter((r) => r["status"] === 200 && String(r["peer"]).startsWith("169.254.7.127:")).length;
+  return { snatOk, other: probes.length - snatOk };
 }
 
 /** A connection from shop/client kept open: a line every 100 ms, counting the echoed lines; ends by itself after 60 s. */
@@ -143,8 +152,8 @@ describe("L4 mesh on the local cluster", () => {
       await exchange("shop/client", "web-1", 9000);
       await exchange("other/other-client", "web-2.shop", 9000);
       const z2 = await ztunnelOn("node-2");
-      const log = await accessLog(z2);
-      expect(log.some((r) => r["msg"] === "connection failed" && String(r["error"]).includes("explicitly denied by: shop/deny-client"))).toBe(true);
+      await waitFor("the denial in ztunnel's access log", async () =>
+        (await accessLog(z2)).some((r) => r["msg"] === "connection failed" && String(r["error"]).includes("explicitly denied by: shop/deny-client")), 30_000, 300);
     } finally {
       open.stop();
       await remove("authorizationpolicy", "shop", "deny-client");
@@ -188,8 +197,11 @@ describe("L4 mesh on the local cluster", () => {
     try {
       await eventually("shop/client", "web-1", 9000, false);
       await exchange("other/other-client", "web-1.shop", 9000);
-      // The kubelet's probes are not callers the policy admits, yet web-1 stays Ready (probe SNAT).
-      await new Promise((r) => setTimeout(r, 3000));
+      // The kubelet's probes are not callers the policy admits, yet they pass and web-1 stays Ready (probe SNAT):
+      // three more probe runs while the policy holds, every one successful.
+      const before = await probesAnswered("shop/web-1");
+      await waitFor("three readiness probes under the policy", async () => (await probesAnswered("shop/web-1")).snatOk >= before.snatOk + 3, 60_000, 300);
+      expect((await probesAnswered("shop/web-1")).other).toBe(before.other);
       expect((await readyPods(api, "shop", "app=web-1")).length).toBe(1);
       // Not selected: web-2 has no ALLOW policy.
       await exchange("shop/client", "web-2", 9000);
@@ -258,8 +270,7 @@ describe("L4 mesh on the local cluster", () => {
       await kubectl(["scale", "-n", "istio-system", "deployment/istiod", "--replicas=0"]);
       await waitFor("controller gone", async () => (await api.get<{ items: unknown[] }>("/api/v1/namespaces/istio-system/pods?labelSelector=app%3Distiod")).items.length === 0, 60_000, 300);
       const mark = open.echoed();
-      await new Promise((r) => setTimeout(r, 1500));
-      expect(open.echoed()).toBeGreaterThan(mark + 5);
+      await waitFor("the long-lived connection goes on echoing", async () => open.echoed() > mark + 5 || open.closed(), 30_000, 100);
       expect(open.closed()).toBe(false);
       await exchange("shop/client", "web-2", 9000);
       await exchange("shop/client", "web-1", 9000);
