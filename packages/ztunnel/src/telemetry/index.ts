@@ -12,6 +12,9 @@ export * from "./metrics.js";
 export * from "./access-log.js";
 export * from "./throttled-log.js";
 
+/** "connection failed" records logged per pod, reporter and flag in each refusal-log window before summarising. */
+export const FAILED_LOG_BURST = 100;
+
 export interface TelemetryOptions {
   /** Where the metrics go; a new (non-global) registry when omitted. */
   registry?: Registry;
@@ -42,7 +45,9 @@ export class Telemetry {
     this.metrics = new ZtunnelMetrics(this.registry, o.tag || "unknown");
     this.accessLog = o.logger.child({ scope: ACCESS_SCOPE });
     this.refusalLog = new ThrottledLog(o.logger, o.refusalLogWindowMs);
-    this.failedLog = new ThrottledLog(this.accessLog, o.refusalLogWindowMs);
+    // Failed connections are access-log records an operator reads (a denial, a refused CONNECT): many are kept per
+    // window, and only a flood is summarised.
+    this.failedLog = new ThrottledLog(this.accessLog, o.refusalLogWindowMs, FAILED_LOG_BURST);
     if ((o.processMetrics ?? true) && !this.registry.getSingleMetric("process_cpu_user_seconds_total")) {
       collectDefaultMetrics({ register: this.registry });
     }
