@@ -42,7 +42,7 @@ const Env = z.object({
   HBONE_HANDSHAKE_TIMEOUT: positive("5s"),
   HBONE_MAX_STREAMS_PER_CONNECTION: int(Http2Defaults.serverMaxStreams, 1, 10_000),
   HBONE_MAX_CONNECTIONS_PER_IDENTITY: int(512, 1, 1_000_000),
-  HBONE_IDLE_TIMEOUT: positive("5m"),
+  HBONE_IDLE_TIMEOUT: positive("10m"),
   HBONE_MAX_STREAMS_PER_IDENTITY: int(2048, 1, 10_000_000),
   HBONE_MAX_EARLY_RESETS: int(100, 1, 1_000_000),
   HALF_CLOSE_IDLE_TIMEOUT: positive("5m"),
