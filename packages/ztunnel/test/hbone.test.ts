@@ -3,7 +3,7 @@
 import http2 from "node:http2";
 import net from "node:net";
 import tls from "node:tls";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { CertificateAuthority } from "@ambit/pki";
 import { connectTcp, listenInNetns } from "@ambit/sys";
 import type { WorkloadCertificate } from "../src/identity/index.js";
@@ -13,7 +13,7 @@ import { ALPN_H2, IdentityMismatch, clientTlsOptions, peerIdentity, secureContex
 import { issue, newCa } from "./helpers/certs.js";
 import { HboneTestServer, TcpUpstream } from "./helpers/hbone-server.js";
 import { createNetns, removeAllNetns } from "./helpers/netns.js";
-import { once, waitFor } from "./helpers/wait.js";
+import { once, until, waitFor } from "./helpers/wait.js";
 
 const CLIENT = "spiffe://cluster.local/ns/shop/sa/web";
 const CLIENT2 = "spiffe://cluster.local/ns/shop/sa/cart";
@@ -75,6 +75,8 @@ async function appConnection(): Promise<{ app: net.Socket; down: net.Socket }> {
   down.on("error", () => undefined);
   return { app, down };
 }
+/** The pool's timers on a fake clock, so a test checks exactly when one fires; sockets stay real. */
+const fakeTimers = () => vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
 function firstData(s: NodeJS.ReadableStream): Promise<string> {
   return new Promise((resolve) => s.once("data", (c: Buffer) => resolve(c.toString())));
 }
@@ -89,6 +91,7 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
+  vi.useRealTimers();
   for (const c of cleanups.splice(0).reverse()) await c();
   dials.length = 0;
 });
@@ -164,12 +167,18 @@ describe("HBONE TLS", () => {
     cleanups.push(() => held.forEach((s) => s.destroy()));
     await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
     const port = (silent.address() as net.AddressInfo).port;
-    const started = Date.now();
-    const err = await hboneError(pool().connect({ cert: clientCert, expected: [SERVER], ip: "127.0.0.1", port }, headers()));
+    fakeTimers();
+    let settled = false;
+    const failed = hboneError(pool().connect({ cert: clientCert, expected: [SERVER], ip: "127.0.0.1", port }, headers())).finally(() => (settled = true));
+    await until(() => held.length === 1 && vi.getTimerCount() === 1, "the TCP connection and the handshake's timer");
+    await vi.advanceTimersByTimeAsync(9_999);
+    await until(() => held[0]!.bytesRead > 0, "the ClientHello"); // the handshake did start and is waiting
+    expect(settled).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    const err = await failed;
     expect(err.flag).toBe("TLS_FAILURE");
     expect(err.message).toMatch(/TLS handshake timed out/);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(9_500);
-  }, 40_000);
+  });
 
   it("clientTlsOptions / serverTlsOptions / secureContextOf", () => {
     const sock = new net.Socket();
@@ -274,15 +283,25 @@ describe("HbonePool", () => {
     const p = pool({ idleReleaseMs: 100 });
     const first = await p.connect(target(), headers());
     const second = await p.connect(target(), headers());
+    const session = second.stream.session!;
+    fakeTimers();
     first.stream.close();
     await once(first.stream, "close");
-    // Still in use by the second tunnel: the connection carries data well past the idle timeout.
+    // Still in use by the second tunnel: ten idle timeouts later the connection is open and carries data.
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(session.closed).toBe(false);
+    expect(p.connectionCount).toBe(1);
     const reply = firstData(second.stream);
-    await new Promise((r) => setTimeout(r, 300));
     second.stream.write("still here");
     expect(await reply).toBe("still here");
     expect(server.sessions.size).toBe(1);
+    // Unused now: released after exactly the idle timeout (so the clock above did reach it).
     second.stream.close();
+    await once(second.stream, "close");
+    await vi.advanceTimersByTimeAsync(99);
+    expect(session.closed).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(session.closed).toBe(true);
   });
 
   it("a non-200 answer is an HboneError with the status; the stream is released and the connection reused", async () => {

@@ -25,3 +25,15 @@ export function once<T = unknown>(emitter: EventEmitter, event: string, timeoutM
     emitter.once(event, on);
   });
 }
+
+/**
+ * Like waitFor, for a test on vitest's fake timers (a faked setTimeout would never fire, and vi.waitFor moves the
+ * fake clock): polls on setImmediate, with a deadline in real time.
+ */
+export async function until(check: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
