@@ -19,6 +19,7 @@ import {
   type CertificateSource,
   type WorkloadCertificate,
 } from "../src/identity/index.js";
+import { until } from "./helpers/wait.js";
 
 const ID = "spiffe://cluster.local/ns/shop/sa/cart";
 const ID2 = "spiffe://cluster.local/ns/shop/sa/web";
@@ -316,11 +317,19 @@ describe("CaClient", () => {
   });
 
   it("fails with DEADLINE_EXCEEDED when the CA does not answer in time", async () => {
-    server.handler = () => new Promise<string[]>((resolve) => setTimeout(() => resolve([]), 2000));
-    const t0 = Date.now();
-    const e = await rejection(client({ timeoutMs: 200 }).createCertificate(ID));
-    expect(e.code).toBe(grpc.status.DEADLINE_EXCEEDED);
-    expect(Date.now() - t0).toBeLessThan(1500);
+    // The CA answers only after the client gave up: the deadline, not an answer, ends the call.
+    let answer!: () => void;
+    const held = new Promise<void>((r) => (answer = r));
+    server.handler = async () => {
+      await held;
+      return [];
+    };
+    try {
+      const e = await rejection(client({ timeoutMs: 200 }).createCertificate(ID));
+      expect(e.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    } finally {
+      answer(); // lets the server shut down
+    }
   });
 
   it("fails with UNAVAILABLE when the CA is down", async () => {
@@ -450,7 +459,25 @@ function manager(source: CertificateSource, over: Partial<ConstructorParameters<
 afterEach(() => {
   for (const m of managers.splice(0)) m.stop();
 });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+// The manager's timers run on a fake clock (setTimeout, clearTimeout, Date), so a test checks exactly when a request
+// is made, not how long it took on a busy machine. The test source still settles on real setImmediate.
+function fakeClock(): void {
+  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+}
+afterEach(() => {
+  vi.useRealTimers();
+});
+/** On the fake clock: no new request until `ms` (a delay the manager logged, rounded) has passed, then exactly one. */
+async function expectRequestIn(src: TestSource, ms: number): Promise<void> {
+  const n = src.calls.length;
+  await vi.advanceTimersByTimeAsync(ms - 2);
+  expect(src.calls).toHaveLength(n);
+  // A millisecond at a time, so the clock stops where the request was made (its outcome is timed from there).
+  for (let i = 0; i < 3 && src.calls.length === n; i++) await vi.advanceTimersByTimeAsync(1);
+  expect(src.calls).toHaveLength(n + 1);
+}
+/** How long, from now, until a certificate's half-life. */
+const halfLifeIn = (c: WorkloadCertificate) => Math.round(c.notBefore.getTime() + (c.notAfter.getTime() - c.notBefore.getTime()) / 2 - Date.now());
 const logger = () => ({ info: vi.fn(), warn: vi.fn(), error: vi.fn(), debug: vi.fn() });
 
 describe("CertificateManager", () => {
@@ -479,8 +506,7 @@ describe("CertificateManager", () => {
     m.prefetch(ids[0]!); // already tracked: no second request
     const urgent = m.fetch(ID);
     const upgraded = m.fetch(ids[5]!); // queued as a prefetch, now waited on
-    await sleep(20);
-    expect(src.inFlight).toBe(2);
+    await vi.waitFor(() => expect(src.inFlight).toBe(2));
     src.release();
     await Promise.all([urgent, upgraded]);
     await vi.waitFor(() => expect(m.dump().every((d) => d.state === "Available")).toBe(true));
@@ -490,63 +516,72 @@ describe("CertificateManager", () => {
   });
 
   it("refreshes at half of the certificate's lifetime", async () => {
+    fakeClock();
     const src = new TestSource();
-    src.ttlSeconds = 2;
     const m = manager(src);
-    const updates: { cert: WorkloadCertificate; at: number }[] = [];
-    m.on("updated", (_id: string, cert: WorkloadCertificate) => updates.push({ cert, at: Date.now() }));
+    const updates: WorkloadCertificate[] = [];
+    m.on("updated", (_id: string, cert: WorkloadCertificate) => updates.push(cert));
     const first = await m.fetch(ID);
-    await vi.waitFor(() => expect(updates.length).toBeGreaterThanOrEqual(2), { timeout: 3000, interval: 20 });
-    const half = first.notBefore.getTime() + (first.notAfter.getTime() - first.notBefore.getTime()) / 2;
-    expect(Math.abs(src.calls[1]!.at - half)).toBeLessThan(250);
-    expect(updates[1]!.cert.serial).not.toBe(first.serial);
-    expect(m.get(ID)).toBe(updates[1]!.cert);
+    await expectRequestIn(src, halfLifeIn(first));
+    await until(() => updates.length === 2, "the refreshed certificate");
+    expect(updates[1]!.serial).not.toBe(first.serial);
+    expect(m.get(ID)).toBe(updates[1]);
   });
 
   it("a certificate already past its half-life (backdated notBefore) refreshes halfway through what is left, not in a loop", async () => {
     const src = new TestSource();
+    fakeClock();
     src.ttlSeconds = 2;
     src.skewSeconds = 60;
     const m = manager(src);
-    await m.fetch(ID);
-    await sleep(400);
-    expect(src.calls).toHaveLength(1);
-    await vi.waitFor(() => expect(src.calls.length).toBe(2), { timeout: 2000, interval: 20 });
+    const cert = await m.fetch(ID);
+    expect(halfLifeIn(cert)).toBeLessThan(0);
+    await expectRequestIn(src, Math.round((cert.notAfter.getTime() - Date.now()) / 2));
   });
 
   it("keeps the still-valid certificate when a refresh fails and retries with exponential back-off", async () => {
+    fakeClock();
     const src = new TestSource();
-    src.ttlSeconds = 2;
     const log = logger();
     const m = manager(src, { log, backoff: { initialMs: 100, maxMs: 10_000 } });
     const first = await m.fetch(ID);
     src.failures = 2;
-    // Half-life → failure → ~100 ms → failure → ~200 ms → success.
-    await vi.waitFor(() => expect(src.calls.length).toBe(2), { timeout: 2000, interval: 10 });
-    await sleep(30);
+    // Half-life → failure → 100 ms ±20 % → failure → 200 ms ±20 % → success.
+    await expectRequestIn(src, halfLifeIn(first));
+    await until(() => log.warn.mock.calls.length === 1, "the first failure");
     expect(m.get(ID)).toBe(first);
     expect(await m.fetch(ID)).toBe(first);
     expect(m.dump()[0]!.state).toBe("Available");
-    await vi.waitFor(() => expect(m.get(ID)).not.toBe(first), { timeout: 3000, interval: 10 });
-    const [, a, b, c] = src.calls.map((x) => x.at);
-    expect(b! - a!).toBeGreaterThanOrEqual(75);
-    expect(b! - a!).toBeLessThan(250);
-    expect(c! - b!).toBeGreaterThanOrEqual(155);
-    expect(c! - b!).toBeLessThan(400);
+    const retryIn = (i: number) => (log.warn.mock.calls[i]![0] as { retryInMs: number }).retryInMs;
+    expect(retryIn(0)).toBeGreaterThanOrEqual(80);
+    expect(retryIn(0)).toBeLessThanOrEqual(120);
+    await expectRequestIn(src, retryIn(0));
+    await until(() => log.warn.mock.calls.length === 2, "the second failure");
+    expect(m.get(ID)).toBe(first);
+    expect(retryIn(1)).toBeGreaterThanOrEqual(160);
+    expect(retryIn(1)).toBeLessThanOrEqual(240);
+    await expectRequestIn(src, retryIn(1));
+    await until(() => m.get(ID) !== first, "the renewed certificate");
     expect(log.warn).toHaveBeenCalledTimes(2);
     expect(log.warn.mock.calls[0]![0]).toMatchObject({ identity: ID, attempt: 1, keepingCertUntil: first.notAfter.toISOString() });
   });
 
   it("caps the back-off", async () => {
+    fakeClock();
     const src = new TestSource();
     src.failures = Infinity;
-    const m = manager(src, { backoff: { initialMs: 10, maxMs: 40 } });
+    const log = logger();
+    const m = manager(src, { log, backoff: { initialMs: 10, maxMs: 40 } });
     m.prefetch(ID);
-    await vi.waitFor(() => expect(src.calls.length).toBeGreaterThanOrEqual(8), { timeout: 3000, interval: 10 });
-    const gaps = src.calls.slice(4, 8).map((c, i) => c.at - src.calls[3 + i]!.at);
-    for (const g of gaps) {
-      expect(g).toBeGreaterThanOrEqual(30);
-      expect(g).toBeLessThan(100);
+    // 10, 20, then 40 (the cap) each time, less up to 20 % jitter and never more than the cap.
+    for (let failure = 1; failure <= 8; failure++) {
+      await until(() => log.warn.mock.calls.length === failure, `failure ${failure}`);
+      const retryInMs = (log.warn.mock.calls[failure - 1]![0] as { retryInMs: number }).retryInMs;
+      if (failure >= 3) {
+        expect(retryInMs).toBeGreaterThanOrEqual(32);
+        expect(retryInMs).toBeLessThanOrEqual(40);
+      }
+      await expectRequestIn(src, retryInMs);
     }
   });
 
@@ -595,6 +630,7 @@ describe("CertificateManager", () => {
   });
 
   it("forget() stops refreshing, drops the certificate and rejects callers waiting on a queued request", async () => {
+    fakeClock();
     const src = new TestSource();
     src.ttlSeconds = 1;
     const m = manager(src, { concurrency: 1 });
@@ -603,7 +639,7 @@ describe("CertificateManager", () => {
     m.forget(ID); // unknown: no-op
     expect(m.get(ID)).toBeUndefined();
     expect(m.identities()).toEqual([]);
-    await sleep(800);
+    await vi.advanceTimersByTimeAsync(10_000); // well past the half-life
     expect(src.calls).toHaveLength(1);
 
     src.block();
@@ -619,18 +655,19 @@ describe("CertificateManager", () => {
   });
 
   it("a forgotten identity in back-off is not retried", async () => {
+    fakeClock();
     const src = new TestSource();
     src.failures = Infinity;
     const m = manager(src, { backoff: { initialMs: 50, maxMs: 50 } });
     m.prefetch(ID);
-    await vi.waitFor(() => expect(src.calls.length).toBe(1));
-    await sleep(10);
+    await until(() => m.dump()[0]?.state.startsWith("Unavailable") === true, "the first failure (the retry is scheduled)");
     m.forget(ID);
-    await sleep(150);
+    await vi.advanceTimersByTimeAsync(10_000); // many back-offs
     expect(src.calls).toHaveLength(1);
   });
 
   it("stop() clears timers, rejects queued requests, and refuses new ones", async () => {
+    fakeClock();
     const src = new TestSource();
     src.ttlSeconds = 1;
     const m = manager(src, { concurrency: 1 });
@@ -645,21 +682,32 @@ describe("CertificateManager", () => {
     src.release();
     await expect(running).resolves.toMatchObject({ identity: ID2 });
     m.prefetch(ID); // ignored
-    await sleep(800);
+    await vi.advanceTimersByTimeAsync(10_000); // well past the half-life of the first certificate
     expect(src.calls).toHaveLength(2);
   });
 
   it("timers do not keep the process alive", async () => {
-    const src = new TestSource();
-    const m = manager(src);
-    const timeouts = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
-    const before = timeouts();
-    await m.fetch(ID); // a refresh timer is now scheduled
-    expect(timeouts()).toBe(before);
-    src.failures = Infinity;
-    m.prefetch(ID2);
-    await vi.waitFor(() => expect(m.dump().find((d) => d.identity === ID2)?.state).toMatch(/^Unavailable/));
-    expect(timeouts()).toBe(before); // and the retry timer
+    // Every timer the manager arms is seen here (counting the process's timers would count other tests' too).
+    const armed: NodeJS.Timeout[] = [];
+    const realSetTimeout = globalThis.setTimeout;
+    const spy = vi.spyOn(globalThis, "setTimeout").mockImplementation(((...args: Parameters<typeof setTimeout>) => {
+      const t = realSetTimeout(...args);
+      armed.push(t);
+      return t;
+    }) as typeof setTimeout);
+    try {
+      const src = new TestSource();
+      const m = manager(src, { backoff: { initialMs: 60_000, maxMs: 60_000 } }); // one retry timer, not many
+      await m.fetch(ID); // a refresh timer is now scheduled
+      expect(armed).toHaveLength(1);
+      src.failures = Infinity;
+      m.prefetch(ID2);
+      await until(() => m.dump().find((d) => d.identity === ID2)?.state.startsWith("Unavailable") === true, "the failure"); // (vi.waitFor would arm timers)
+      expect(armed).toHaveLength(2); // and the retry timer
+      expect(armed.map((t) => t.hasRef())).toEqual([false, false]);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it("survives a source that throws synchronously and an 'updated' listener that throws", async () => {
