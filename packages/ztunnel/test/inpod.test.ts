@@ -293,9 +293,13 @@ describe("ZDS and the workload manager", () => {
     const sock = path.join(dir, "later.sock");
     ctx = newContext();
     manager = new WorkloadManager(ctx);
-    client = new ZdsClient(sock, manager, ctx.log);
+    // Each failed attempt logs the back-off before the next one; three of them are "a few".
+    const retries: number[] = [];
+    const log = pino({ level: "warn" }, new Writable({ write: (c: Buffer, _e, cb) => { const r = JSON.parse(c.toString()) as { msg: string; retryInMs?: number }; if (r.msg.startsWith("ZDS: ")) retries.push(r.retryInMs!); cb(); } }));
+    client = new ZdsClient(sock, manager, log);
     client.start();
-    await new Promise((r) => setTimeout(r, 100)); // a few failed attempts (10 ms back-off, doubling)
+    await waitFor(() => retries.length >= 3, "three failed attempts to connect to the absent agent");
+    expect(retries.slice(0, 3)).toEqual([10, 20, 40]); // the back-off doubles
     const late = new SeqpacketServer((s) => agents.push(new Agent(s)), { maxMessageSize: 1024 });
     late.listen(sock);
     try {
